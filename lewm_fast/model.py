@@ -1,0 +1,324 @@
+"""LeWorldModel (LeWM) in one file: ViT encoder, projectors, action embedder, AdaLN-zero predictor.
+
+The math is the reference's (spec sections A and C.1); this is the eager path that defines the
+semantics every fast path is tested against. Every size is a `LeWMConfig` field, so tests can build
+tiny models; the default config is the paper's (~18.03 M parameters for PushT).
+
+Shapes: B batch, S candidates, T time, D = embed_dim (192), A = action_dim (frameskip x env action
+dim; 10 for PushT). Pixels enter as uint8 (..., 3, h, w) (normalised here) or as float tensors that
+are already ImageNet-normalised.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LeWMConfig:
+    # encoder: ViT-Tiny (HuggingFace ViTModel semantics)
+    image_size: int = 224
+    patch_size: int = 14
+    embed_dim: int = 192          # ViT width == latent width D
+    enc_depth: int = 12
+    enc_heads: int = 3
+    enc_mlp_dim: int = 768
+    enc_ln_eps: float = 1e-12
+    # projector / pred_proj: Linear(D, proj_hidden) -> BatchNorm1d -> GELU -> Linear(proj_hidden, D)
+    proj_hidden_dim: int = 2048
+    # action embedder: Conv1d(A, act_smoothed_dim, 1) -> Linear(., act_mlp_scale * D) -> SiLU -> Linear(., D)
+    env_action_dim: int = 2
+    frameskip: int = 5            # raw env steps per action block (== action_block when planning)
+    act_smoothed_dim: int = 10
+    act_mlp_scale: int = 4
+    # predictor: AdaLN-zero transformer over at most `num_frames` tokens
+    num_frames: int = 3
+    pred_depth: int = 6
+    pred_heads: int = 16
+    pred_dim_head: int = 64
+    pred_mlp_dim: int = 2048
+    pred_dropout: float = 0.1
+    # planning context frames (history length H >= 1); the paper plans with 1
+    history_len: int = 1
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.embed_dim % self.enc_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by enc_heads {self.enc_heads}")
+        for name in ("num_frames", "history_len", "frameskip", "env_action_dim", "pred_depth", "enc_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def action_dim(self) -> int:
+        """Width of one action block fed to the embedder (frameskip x env action dim)."""
+        return self.frameskip * self.env_action_dim
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LeWMConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown LeWMConfig fields: {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "LeWMConfig":
+        """A few-thousand-parameter model for tests and CPU demos."""
+        base = dict(image_size=32, patch_size=8, embed_dim=32, enc_depth=2, enc_heads=2, enc_mlp_dim=64,
+                    proj_hidden_dim=64, pred_depth=2, pred_heads=4, pred_dim_head=8, pred_mlp_dim=64)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder: ViT with a CLS token (HuggingFace ViTModel semantics, fused qkv)
+# ----------------------------------------------------------------------------------------------
+class ViTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.qkv = nn.Linear(dim, 3 * dim)            # = cat(query, key, value) of the HF layout
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, mlp_dim)
+        self.fc2 = nn.Linear(mlp_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, N, C))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViTEncoder(nn.Module):
+    def __init__(self, cfg: LeWMConfig):
+        super().__init__()
+        D = cfg.embed_dim
+        self.patch_size = cfg.patch_size
+        self.patch_embed = nn.Conv2d(3, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, D))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(ViTBlock(D, cfg.enc_heads, cfg.enc_mlp_dim, cfg.enc_ln_eps)
+                                    for _ in range(cfg.enc_depth))
+        self.norm = nn.LayerNorm(D, eps=cfg.enc_ln_eps)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) normalised pixels -> (N, D) CLS token after the final LayerNorm."""
+        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)
+        if x.shape[1] + 1 != self.pos_embed.shape[1]:
+            raise ValueError(f"image gives {x.shape[1]} patches; the encoder was built for "
+                             f"{self.pos_embed.shape[1] - 1} (image {pixels.shape[-2]}x{pixels.shape[-1]}, "
+                             f"patch {self.patch_size})")
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x[:, 0])   # LayerNorm is per-token: normalising CLS alone is the same
+
+
+class ProjectorMLP(nn.Module):
+    """Linear -> BatchNorm1d -> GELU -> Linear on flattened rows (projector and pred_proj)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+class ActionEmbedder(nn.Module):
+    """(B, T, A) action blocks -> (B, T, D): a per-step linear map (Conv1d, kernel 1) then an MLP."""
+
+    def __init__(self, action_dim: int, smoothed_dim: int, dim: int, mlp_scale: int):
+        super().__init__()
+        self.patch_embed = nn.Conv1d(action_dim, smoothed_dim, kernel_size=1)
+        self.embed = nn.Sequential(nn.Linear(smoothed_dim, mlp_scale * dim), nn.SiLU(), nn.Linear(mlp_scale * dim, dim))
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(actions.float().transpose(1, 2)).transpose(1, 2)
+        return self.embed(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictor: AdaLN-zero conditioned causal transformer
+# ----------------------------------------------------------------------------------------------
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+        super().__init__()
+        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
+        self.norm = nn.LayerNorm(dim)   # a second normalisation after the block's LN1, as the reference
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).view(B, T, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.to_out(a.transpose(1, 2).reshape(B, T, self.heads * self.dim_head))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConditionalBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.attn = Attention(dim, heads, dim_head, dropout)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.adaLN_modulation[1].weight)   # AdaLN-zero: every block starts as identity
+        nn.init.zeros_(self.adaLN_modulation[1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class PredictorTransformer(nn.Module):
+    def __init__(self, cfg: LeWMConfig):
+        super().__init__()
+        D = cfg.embed_dim
+        self.layers = nn.ModuleList(ConditionalBlock(D, cfg.pred_heads, cfg.pred_dim_head, cfg.pred_mlp_dim,
+                                                     cfg.pred_dropout) for _ in range(cfg.pred_depth))
+        self.norm = nn.LayerNorm(D)
+
+
+class Predictor(nn.Module):
+    def __init__(self, cfg: LeWMConfig):
+        super().__init__()
+        self.num_frames = cfg.num_frames
+        self.pos_embedding = nn.Parameter(torch.randn(1, cfg.num_frames, cfg.embed_dim))
+        self.transformer = PredictorTransformer(cfg)
+
+    def forward(self, emb: torch.Tensor, act_emb: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) frame embeddings + (B, T, D) action embeddings -> (B, T, D); T <= num_frames."""
+        T = emb.shape[1]
+        if T > self.num_frames:
+            raise ValueError(f"predictor window has {T} frames; at most num_frames={self.num_frames}")
+        x = emb + self.pos_embedding[:, :T]
+        for blk in self.transformer.layers:
+            x = blk(x, act_emb)
+        return self.transformer.norm(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# LeWM
+# ----------------------------------------------------------------------------------------------
+class LeWM(nn.Module):
+    def __init__(self, cfg: LeWMConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or LeWMConfig()
+        self.encoder = ViTEncoder(cfg)
+        self.projector = ProjectorMLP(cfg.embed_dim, cfg.proj_hidden_dim)
+        self.predictor = Predictor(cfg)
+        self.action_encoder = ActionEmbedder(cfg.action_dim, cfg.act_smoothed_dim, cfg.embed_dim, cfg.act_mlp_scale)
+        self.pred_proj = ProjectorMLP(cfg.embed_dim, cfg.proj_hidden_dim)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+
+    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, h, w) -> ImageNet-normalised float; float input is taken as already normalised."""
+        if pixels.dtype == torch.uint8:
+            return (pixels.float() / 255.0 - self.pixel_mean) / self.pixel_std
+        if not pixels.is_floating_point():
+            raise TypeError(f"pixels must be uint8 or floating point, got {pixels.dtype}")
+        return pixels
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(..., 3, h, w) pixels -> (..., D) embeddings: projector(CLS(encoder(pixels)))."""
+        lead = pixels.shape[:-3]
+        x = self.normalize_pixels(pixels).reshape(-1, *pixels.shape[-3:])
+        x = x.to(self.encoder.patch_embed.weight.dtype)
+        return self.projector(self.encoder(x)).view(*lead, -1)
+
+    def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T, A) action blocks -> (B, T, D)."""
+        if actions.shape[-1] != self.cfg.action_dim:
+            raise ValueError(f"action blocks have width {actions.shape[-1]}; the model expects "
+                             f"{self.cfg.action_dim} (frameskip {self.cfg.frameskip} x env_action_dim "
+                             f"{self.cfg.env_action_dim})")
+        return self.action_encoder(actions)
+
+    def predict(self, emb: torch.Tensor, act_emb: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) embeddings + (B, T, D) action embeddings -> (B, T, D): output t predicts frame t+1."""
+        return self.pred_proj(self.predictor(emb, act_emb))
+
+    def rollout(self, actions: torch.Tensor, *, pixels: torch.Tensor | None = None, emb: torch.Tensor | None = None,
+                action_history: torch.Tensor | None = None) -> torch.Tensor:
+        """Autoregressive rollout of S candidate action sequences from H context frames (spec C.1).
+
+        actions: (B, S, T, A) candidate blocks; context as pixels (B, H, 3, h, w) or embeddings (B, H, D),
+        encoded once and shared over S; action_history: (B, S, H-1, A) or (B, H-1, A), required when H > 1
+        (block k leaves context frame k). Returns (B, S, H+T, D): the H context embeddings then T predictions.
+        """
+        if (pixels is None) == (emb is None):
+            raise ValueError("pass exactly one of pixels= or emb= as the context")
+        if actions.ndim != 4:
+            raise ValueError(f"actions must be (B, S, T, A), got shape {tuple(actions.shape)}")
+        ctx = self.encode(pixels) if emb is None else emb
+        B, S, T, A = actions.shape
+        H = ctx.shape[1]
+        if ctx.shape[0] != B:
+            raise ValueError(f"context batch {ctx.shape[0]} != actions batch {B}")
+        if H > 1:
+            if action_history is None:
+                raise ValueError(f"history of {H} context frames needs action_history with {H - 1} blocks")
+            if action_history.ndim == 3:
+                action_history = action_history.unsqueeze(1).expand(B, S, -1, -1)
+            if action_history.shape[:3] != (B, S, H - 1):
+                raise ValueError(f"action_history must be (B, S, H-1, A) = ({B}, {S}, {H - 1}, {A}), "
+                                 f"got {tuple(action_history.shape)}")
+            actions = torch.cat([action_history.to(actions.dtype), actions], dim=2)
+        act = self.embed_actions(actions.reshape(B * S, H - 1 + T, A))          # (BS, H-1+T, D)
+        frames = list(ctx.unsqueeze(1).expand(B, S, H, ctx.shape[-1]).reshape(B * S, H, -1).unbind(1))
+        W = self.cfg.num_frames
+        for t in range(T):
+            lo = max(0, H + t - W)
+            window = torch.stack(frames[lo:], dim=1)
+            frames.append(self.predict(window, act[:, lo:H + t])[:, -1])
+        return torch.stack(frames, dim=1).view(B, S, H + T, -1)
+
+    @staticmethod
+    def cost(pred: torch.Tensor, goal_emb: torch.Tensor) -> torch.Tensor:
+        """Planning cost (spec C.2): squared distance of the last prediction to the goal, summed over D.
+        pred (B, S, T, D), goal_emb (B, D) -> (B, S)."""
+        return (pred[:, :, -1] - goal_emb[:, None]).pow(2).sum(-1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
