@@ -46,7 +46,8 @@ def version() -> str:
     raise RuntimeError("no __version__ in lewm_fast/__init__.py")
 
 
-ENVS = ["gymnasium>=1.0", "pymunk>=7", "mujoco>=3.2", "dm_control>=1.0.20", "ogbench>=1.1"]
+# mujoco / dm_control / ogbench are pinned together: that pairing is what breaks on upgrades
+ENVS = ["gymnasium>=1.0", "pymunk>=7", "mujoco==4.0.0", "dm_control==1.0.50", "ogbench==1.2.2"]
 DEV = [
     "pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2",
     "matplotlib>=3.7", "scipy>=1.10", "hdf5plugin>=4",

@@ -259,10 +259,16 @@ class LeWM(nn.Module):
         return pixels
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(..., 3, h, w) pixels -> (..., D) embeddings: projector(CLS(encoder(pixels)))."""
+        """(..., 3, h, w) pixels -> (..., D) embeddings: projector(CLS(encoder(pixels))).
+        Frames whose size differs from cfg.image_size are resized (bilinear, antialiased) first."""
         lead = pixels.shape[:-3]
         x = self.normalize_pixels(pixels).reshape(-1, *pixels.shape[-3:])
         x = x.to(self.encoder.patch_embed.weight.dtype)
+        size = self.cfg.image_size
+        if x.shape[-2:] != (size, size):
+            # frames of another size (e.g. 224 px data for a small CPU model) are resized here, the one
+            # place training, planning and the science tools all go through
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return self.projector(self.encoder(x)).view(*lead, -1)
 
     def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:

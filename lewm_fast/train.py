@@ -1,0 +1,326 @@
+"""Train LeWM on an HDF5 episode file: `python -m lewm_fast.train --data FILE.h5 --out runs/NAME`.
+
+Plain PyTorch (spec B): clips of 4 frames (history 3 + 1 target) with frameskip 5; loss = next-
+embedding MSE (teacher forcing, targets not detached) + 0.09 SIGReg on the frame embeddings; AdamW
+(lr 5e-5, wd 1e-3), 1% linear warm-up then cosine to 0, grad-norm clip 1.0, batch 128, bf16 autocast
+on CUDA. Runs unchanged under `torchrun --nproc_per_node N` (DDP; SIGReg over the global batch; the
+batch size is per rank).
+
+Writes to --out: `last.pt` (full training state, atomic, every --ckpt-every steps and each epoch;
+`--resume` continues from it exactly: same data order, RNG states, optimiser and schedule),
+`model.safetensors` (self-describing model checkpoint, see lewm_fast.checkpoint), `metrics.jsonl`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .checkpoint import atomic_write, save_checkpoint
+from .data import make_datasets
+from .model import LeWM, LeWMConfig, count_parameters
+from .sigreg import SIGReg
+
+PRESETS = {
+    "paper": {},                                   # the paper's model (~18 M parameters)
+    "small": dict(image_size=64, patch_size=8, embed_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=256,
+                  proj_hidden_dim=512, pred_depth=3, pred_heads=4, pred_dim_head=32, pred_mlp_dim=512),
+    "tiny": dict(image_size=32, patch_size=8, embed_dim=32, enc_depth=2, enc_heads=2, enc_mlp_dim=64,
+                 proj_hidden_dim=64, pred_depth=2, pred_heads=4, pred_dim_head=8, pred_mlp_dim=64),
+}
+
+
+def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: SIGReg,
+              sigreg_weight: float = 0.09, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
+    <= k) is compared with embedding k+1; every position is supervised; targets are not detached."""
+    emb = model.encode(pixels)                                   # (B, T, D)
+    act_emb = model.embed_actions(actions)                       # (B, T, D)
+    pred = model.predict(emb[:, :-1], act_emb[:, :-1])           # (B, T-1, D)
+    pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
+    sig = sigreg(emb.transpose(0, 1), generator=generator)
+    return {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
+
+
+class LossModule(torch.nn.Module):
+    """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients."""
+
+    def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float):
+        super().__init__()
+        self.model, self.sigreg, self.sigreg_weight = model, sigreg, sigreg_weight
+
+    def forward(self, pixels, actions, generator=None):
+        return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator)
+
+
+def lr_lambda(total_steps: int, warmup_frac: float):
+    warmup = max(1, int(round(total_steps * warmup_frac)))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This rank's (n_batches, batch) sample indices for an epoch: a seeded permutation, dropping the
+    remainder so every rank sees the same number of full batches. Deterministic, so a resumed run can
+    skip exactly the batches it already consumed."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    per_rank = batch * world
+    n_batches = n // per_rank
+    return perm[: n_batches * per_rank].reshape(n_batches, world, batch)[:, rank]
+
+
+class BatchList(torch.utils.data.Sampler):
+    def __init__(self, batches: np.ndarray):
+        self.batches = batches
+
+    def __iter__(self):
+        return (b.tolist() for b in self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lewm_fast.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="HDF5 episode file (spec E layout; official files load as they are)")
+    p.add_argument("--out", default="runs/lewm", help="run directory for checkpoints and metrics")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="model size preset")
+    p.add_argument("--config", default=None, help="JSON file or inline JSON of LeWMConfig fields overriding the preset")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training clips (paper: 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (schedule spans them)")
+    p.add_argument("--batch-size", type=int, default=128, help="clips per optimiser step (per rank under torchrun)")
+    p.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="AdamW weight decay")
+    p.add_argument("--warmup-frac", type=float, default=0.01, help="fraction of steps of linear warm-up before cosine decay")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip")
+    p.add_argument("--sigreg-weight", type=float, default=0.09, help="weight of SIGReg in the loss")
+    p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
+    p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + 1)")
+    p.add_argument("--frameskip", type=int, default=5, help="raw env steps between frames (= action block)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out for validation")
+    p.add_argument("--seed", type=int, default=3072, help="seed for the split, data order and initialisation")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    p.add_argument("--ckpt-every", type=int, default=500, help="write last.pt every this many steps (and each epoch)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="autocast precision; auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
+    return p
+
+
+def make_config(args, env_action_dim: int) -> LeWMConfig:
+    fields = dict(PRESETS[args.preset])
+    if args.config:
+        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
+        fields.update(json.loads(text))
+    fields.update(env_action_dim=env_action_dim, frameskip=args.frameskip)
+    cfg = LeWMConfig(**fields)
+    if args.history > cfg.num_frames:
+        raise SystemExit(f"--history {args.history} exceeds the predictor window num_frames={cfg.num_frames}")
+    return cfg
+
+
+def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "step": step, "epoch": epoch, "config": cfg.to_dict(),
+        "stats": {c: {k: torch.from_numpy(np.asarray(v)) for k, v in s.items()} for c, s in stats.items()},
+        "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def train(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    is_main = rank == 0
+    out = Path(args.out)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    state = None
+    if args.resume:
+        ckpt = out / "last.pt"
+        if not ckpt.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {ckpt}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+
+    train_set, val_set = make_datasets(args.data, num_steps=args.history + 1, frameskip=args.frameskip,
+                                       val_fraction=args.val_fraction, seed=args.seed)
+    env_action_dim = train_set.src.cache["action"].shape[1]
+    cfg = LeWMConfig.from_dict(state["config"]) if state else make_config(args, env_action_dim)
+    if cfg.env_action_dim != env_action_dim or cfg.frameskip != args.frameskip:
+        raise SystemExit(f"checkpoint config (env_action_dim {cfg.env_action_dim}, frameskip {cfg.frameskip}) does not "
+                         f"fit the data (action dim {env_action_dim}) / --frameskip {args.frameskip}")
+
+    torch.manual_seed(args.seed)
+    model = LeWM(cfg).to(device)
+    sigreg = SIGReg(num_proj=args.sigreg_proj).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = len(train_set) // (args.batch_size * world)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train_set)} training clips are fewer than one batch of {args.batch_size} x {world} ranks")
+    total = steps_per_epoch * args.epochs if args.max_steps is None else args.max_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, args.warmup_frac))
+    step, start_epoch = 0, 0
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, start_epoch = int(state["step"]), int(state["epoch"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        train_set.stats = {c: {k: v.numpy() for k, v in s.items()} for c, s in state["stats"].items()}
+        if val_set is not None:
+            val_set.stats = train_set.stats
+    loss_fn = LossModule(model, sigreg, args.sigreg_weight)
+    if world > 1:
+        loss_fn = torch.nn.parallel.DistributedDataParallel(
+            loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
+    stats = train_set.stats
+    info = {"trained_by": "lewm_fast.train", "data": str(args.data), "preset": args.preset,
+            "clips": len(train_set), "world_size": world}
+
+    if is_main:
+        print(f"LeWM {count_parameters(model) / 1e6:.2f} M params | {len(train_set)} train clips"
+              f"{f', {len(val_set)} val clips' if val_set else ''} | {steps_per_epoch} steps/epoch x {args.epochs} "
+              f"epochs, stopping at step {total} | device {device}, {precision}, world {world}"
+              + (f" | resumed at step {step}" if state else ""), flush=True)
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if is_main and state and (out / "metrics.jsonl").exists():
+        # drop the lines a killed run logged after its last checkpoint: the resumed run redoes those steps
+        keep = [ln for ln in (out / "metrics.jsonl").read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep)))
+    metrics_f = open(out / "metrics.jsonl", "a") if is_main else None
+    from tqdm import tqdm
+
+    def save(epoch: int) -> None:
+        if is_main:
+            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args)
+            save_checkpoint(out / "model.safetensors", model, stats, {**info, "step": step, "epoch": epoch})
+
+    last = {}
+    epoch = start_epoch
+    for epoch in range(start_epoch, args.epochs):
+        if step >= total:
+            break
+        batches = epoch_batches(len(train_set), args.batch_size, args.seed, epoch, rank, world)
+        skip = step - epoch * steps_per_epoch
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=BatchList(batches[skip:]),
+                                             num_workers=args.workers, pin_memory=device.type == "cuda",
+                                             persistent_workers=False,
+                                             # its own generator: drawing worker seeds from the global RNG
+                                             # would make a resumed run's dropout/SIGReg draws differ
+                                             generator=torch.Generator().manual_seed(args.seed + epoch))
+        model.train()
+        bar = tqdm(loader, total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=not is_main or args.no_progress, dynamic_ncols=True)
+        t0, seen = time.perf_counter(), 0
+        for batch in bar:
+            px = batch["pixels"].to(device, non_blocking=True)
+            act = batch["action"].to(device, non_blocking=True)
+            with torch.autocast(**amp):
+                terms = loss_fn(px, act)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            seen += px.shape[0] * world
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            sps = seen / (time.perf_counter() - t0)
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"loss became {last['loss']} at step {step}; last good checkpoint: {out / 'last.pt'}")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", pred=f"{last['pred_loss']:.4f}",
+                            sigreg=f"{last['sigreg']:.3f}", sps=f"{sps:.1f}")
+            if is_main:
+                metrics_f.write(json.dumps({"step": step, "epoch": epoch, **last, "grad_norm": float(gnorm),
+                                            "lr": sched.get_last_lr()[0], "samples_per_s": sps}) + "\n")
+            if step % args.ckpt_every == 0:
+                metrics_f and metrics_f.flush()
+                save(epoch)
+            if step >= total:
+                break
+        bar.close()
+        done_epoch = epoch + 1 if step >= (epoch + 1) * steps_per_epoch else epoch
+        val = evaluate(model, val_set, sigreg, args, device, amp) if val_set is not None else None
+        if is_main:
+            msg = {"step": step, "epoch": epoch, "val": val, "train_samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}
+            metrics_f.write(json.dumps(msg) + "\n")
+            metrics_f.flush()
+            if val:
+                print(f"epoch {epoch + 1}: val loss {val['loss']:.4f} (pred {val['pred_loss']:.4f}, "
+                      f"sigreg {val['sigreg']:.3f})", flush=True)
+        save(done_epoch)
+    if metrics_f:
+        metrics_f.close()
+    if world > 1:
+        dist.barrier()
+    return {"step": step, "epoch": epoch, **last}
+
+
+@torch.no_grad()
+def evaluate(model: LeWM, val_set, sigreg: SIGReg, args, device, amp, max_batches: int = 50) -> dict:
+    """Mean validation loss terms (eval mode; SIGReg projections from a fixed seed so epochs compare)."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(0)
+    loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    sums, n = {}, 0
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        with torch.autocast(**amp):
+            terms = lewm_loss(model, batch["pixels"].to(device), batch["action"].to(device), sigreg,
+                              args.sigreg_weight, generator=gen)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    model.train()
+    if world_size() > 1:
+        t = torch.tensor([sums.get(k, 0.0) for k in ("loss", "pred_loss", "sigreg")] + [n], dtype=torch.float64,
+                         device=device)
+        dist.all_reduce(t)
+        sums, n = dict(zip(("loss", "pred_loss", "sigreg"), t[:3].tolist())), int(t[3])
+    return {k: v / max(1, n) for k, v in sums.items()}
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,24 @@
+"""Shared test setup. TRITON_INTERPRET must be set before any Triton kernel is defined, so it is set
+here, at the top of the first conftest pytest imports, whenever CUDA is absent."""
+import os
+
+try:
+    import torch
+    _cuda = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _cuda = False
+if not _cuda:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def reference():
+    """The stable-worldmodel 0.1.1 package, or a skip saying why it cannot be imported."""
+    from reference_compat import REFERENCE_ERROR, import_reference
+
+    swm = import_reference()
+    if swm is None:
+        pytest.skip(REFERENCE_ERROR)
+    return swm

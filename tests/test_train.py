@@ -1,0 +1,125 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import write_synthetic
+from lewm_fast.checkpoint import load_checkpoint
+from lewm_fast.data import make_datasets
+from lewm_fast.train import build_parser, epoch_batches, lr_lambda, train
+
+TINY = ["--preset", "tiny", "--batch-size", "16", "--workers", "0", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("data") / "syn.h5", n_episodes=16, length=40)
+
+
+def _embedding_spread(model, data):
+    train_set, _ = make_datasets(data, val_fraction=0.0)
+    px = torch.stack([train_set[i]["pixels"][0] for i in range(0, len(train_set), 7)])
+    with torch.no_grad():
+        emb = model.encode(px)
+    s = torch.linalg.svdvals(emb - emb.mean(0))
+    return float(emb.std(0).mean()), int((s > 0.05 * s[0]).sum())
+
+
+def test_training_lowers_prediction_loss_without_collapse(data, tmp_path):
+    out = tmp_path / "run"
+    train(["--data", str(data), "--out", str(out), "--max-steps", "200", "--lr", "2e-3", "--ckpt-every", "100",
+           "--epochs", "100", *TINY])
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "val" not in r]
+    assert len(steps) == 200
+    first = np.mean([r["pred_loss"] for r in steps[:20]])
+    last = np.mean([r["pred_loss"] for r in steps[-20:]])
+    assert last < 0.7 * first, (first, last)
+    model = load_checkpoint(out / "model.safetensors").model
+    # it learnt action-conditioned dynamics: on held-out episodes it beats predicting "no change"
+    _, val = make_datasets(data)
+    b = next(iter(torch.utils.data.DataLoader(val, batch_size=64)))
+    with torch.no_grad():
+        emb = model.encode(b["pixels"])
+        pred = model.predict(emb[:, :-1], model.embed_actions(b["action"])[:, :-1])
+    model_err = torch.nn.functional.mse_loss(pred, emb[:, 1:]).item()
+    copy_err = torch.nn.functional.mse_loss(emb[:, :-1], emb[:, 1:]).item()
+    assert model_err < 0.75 * copy_err, (model_err, copy_err)
+    std, rank = _embedding_spread(model, data)
+    # a collapsed encoder maps every frame to (nearly) one point: tiny spread and rank ~1
+    assert std > 0.2 and rank >= 4, (std, rank)
+    assert any("val" in r for r in log)
+
+
+def test_killed_run_resumes_from_last_checkpoint_exactly(data, tmp_path):
+    args = ["--data", str(data), "--max-steps", "40", "--ckpt-every", "5", "--epochs", "100", "--seed", "7", *TINY]
+    ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
+    train(args + ["--out", str(ref_dir)])
+
+    proc = subprocess.Popen([sys.executable, "-m", "lewm_fast.train", *args, "--out", str(killed_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    ckpt = killed_dir / "last.pt"
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 10:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"training exited before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 10 <= killed_at < 40, killed_at
+
+    result = train(args + ["--out", str(killed_dir), "--resume"])
+    assert result["step"] == 40
+    a = torch.load(ref_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(killed_dir / "last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"resumed run diverged at {k}"
+    records = [json.loads(x) for x in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "val" not in r]
+    assert steps == list(range(1, 41))   # no step lost, none logged twice
+
+
+def test_help_documents_every_flag():
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help and len(action.help) > 5, f"--{action.dest} has no help"
+    r = subprocess.run([sys.executable, "-m", "lewm_fast.train", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for action in parser._actions:
+        for opt in action.option_strings:
+            assert opt in r.stdout
+
+
+def test_schedule_and_batches():
+    f = lr_lambda(1000, 0.01)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(505) == pytest.approx(0.5, abs=1e-3) and f(999) < 1e-4
+    b = epoch_batches(103, 10, seed=1, epoch=0)
+    assert b.shape == (10, 10) and len(set(b.ravel())) == 100
+    r0, r1 = (epoch_batches(103, 10, 1, 0, rank=r, world=2) for r in (0, 1))
+    assert r0.shape == r1.shape == (5, 10) and not set(r0.ravel()) & set(r1.ravel())
+    assert not np.array_equal(epoch_batches(103, 10, 1, 1), b)
+
+
+def test_torchrun_two_ranks(data, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29517", "-m", "lewm_fast.train", "--data", str(data), "--out", str(out),
+                        "--max-steps", "6", "--ckpt-every", "3", "--epochs", "100", *TINY],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world 2" in r.stdout
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["step"] == 6
+    assert load_checkpoint(out / "model.safetensors").info["world_size"] == 2
