@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, save_checkpoint
-from .data import make_datasets
+from .data import make_datasets, present_columns
 from .model import LeWM, LeWMConfig, count_parameters
 from .sigreg import SIGReg
 
@@ -176,8 +176,10 @@ def train(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--resume: no checkpoint at {ckpt}")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
 
+    # proprio/state are not model inputs, but their statistics go into the checkpoint (probes, eval)
     train_set, val_set = make_datasets(args.data, num_steps=args.history + 1, frameskip=args.frameskip,
-                                       val_fraction=args.val_fraction, seed=args.seed)
+                                       val_fraction=args.val_fraction, seed=args.seed,
+                                       columns=present_columns(args.data))
     env_action_dim = train_set.src.cache["action"].shape[1]
     cfg = LeWMConfig.from_dict(state["config"]) if state else make_config(args, env_action_dim)
     if cfg.env_action_dim != env_action_dim or cfg.frameskip != args.frameskip:

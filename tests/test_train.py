@@ -41,7 +41,9 @@ def test_training_lowers_prediction_loss_without_collapse(data, tmp_path):
     first = np.mean([r["pred_loss"] for r in steps[:20]])
     last = np.mean([r["pred_loss"] for r in steps[-20:]])
     assert last < 0.7 * first, (first, last)
-    model = load_checkpoint(out / "model.safetensors").model
+    ckpt = load_checkpoint(out / "model.safetensors")
+    assert set(ckpt.stats) == {"action", "state"}   # z-scoring stats travel with the weights
+    model = ckpt.model
     # it learnt action-conditioned dynamics: on held-out episodes it beats predicting "no change"
     _, val = make_datasets(data)
     b = next(iter(torch.utils.data.DataLoader(val, batch_size=64)))

@@ -90,12 +90,18 @@ class EpisodeFile:
         self._h5 = None
         self._pid = None
 
-    def pixels(self, rows: np.ndarray) -> np.ndarray:
-        """Frames at strictly increasing global rows, (n, H, W, 3) uint8."""
+    def pixels(self, rows) -> np.ndarray:
+        """Frames at the given global rows, (n, H, W, 3) uint8."""
         if self._h5 is None or self._pid != os.getpid():   # one handle per (worker) process
             self._h5 = open_h5(self.path)
             self._pid = os.getpid()
-        return read_column(self._h5, "pixels", np.asarray(rows))
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.image_shape), np.uint8)
+        # one read per frame: h5py's point/strided selections are ~250x slower than whole-row reads
+        # (measured 85 ms vs 0.3 ms for 4 frames of 224x224x3 with per-frame chunks)
+        for j, r in enumerate(rows):
+            out[j] = read_column(self._h5, "pixels", int(r))
+        return out
 
     def episode_of_rows(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.ep_len)), self.ep_len)
@@ -153,6 +159,12 @@ class ClipDataset(torch.utils.data.Dataset):
         for c in self.columns:
             out[c] = torch.from_numpy(self.normalize(c, self.src.cache[c][frames]).astype(np.float32))
         return out
+
+
+def present_columns(path: str | os.PathLike, candidates: tuple[str, ...] = ("proprio", "state")) -> tuple[str, ...]:
+    """Which of the optional low-dimensional columns a file has."""
+    with open_h5(path) as f:
+        return tuple(c for c in candidates if c in f)
 
 
 def make_datasets(path: str | os.PathLike, num_steps: int = 4, frameskip: int = 5, val_fraction: float = 0.1,

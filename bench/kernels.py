@@ -1,0 +1,141 @@
+"""Benchmark the predictor's Triton kernels against their torch references: `python -m bench.kernels`.
+
+Times (triton.testing.do_bench, median, ms) each kernel and the whole predictor forward at planner sizes
+(300 candidates x 1 or 50 environments, windows of T = 1 and 3 frames, D = 192) in three modes: fp32 with
+exact products ("ieee"; torch with TF32 off), fp32 with TF32 (torch with TF32 on) and bf16. Writes
+bench/reports/kernels-<device>-<time>.json atomically. Needs CUDA: on a CPU it says so and exits 0 (the
+interpreter's timings would say nothing about GPU speed; correctness is covered by tests/kernels).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+# mode -> (activation dtype, predictor precision). "bf16-weights" is the planner's bf16: fp32 residual
+# stream/norms/softmax, bf16 matmul operands; "bf16" is a model stored in bf16 throughout.
+MODES = {"fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32"),
+         "bf16-weights": (torch.float32, "bf16"), "bf16": (torch.bfloat16, "ieee")}
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> list[dict]:
+    from lewm_fast.kernels.adaln_modulation import adaln_modulation, adaln_modulation_ref
+    from lewm_fast.kernels.attention import attention, attention_ref
+    from lewm_fast.kernels.mlp import mlp, mlp_ref
+    from lewm_fast.kernels.norm_modulate import norm_modulate, norm_modulate_ref
+    from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_triton
+
+    dtype, precision = MODES[mode]
+    kp = "tf32" if precision == "tf32" else "ieee"
+    # the torch side gets the matching fp32 matmul mode, so "ieee" compares exact with exact; for
+    # "bf16-weights" it runs in bf16 (kernels: pure bf16 refs; predictor: fp32 model under bf16 autocast)
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    D = 192
+    packed = pack_predictor(pred, precision=precision, dtype=dtype)
+    blk = packed.blocks[0]
+    ref_dtype = torch.bfloat16 if precision == "bf16" else dtype
+    w = lambda t: t.to(ref_dtype)  # noqa: E731
+    g = torch.Generator(device=dev).manual_seed(0)
+    r = lambda *s, dt=dtype: torch.randn(*s, generator=g, device=dev).to(dt)  # noqa: E731
+    emb, act, x = r(N, T, D), r(N, T, D), r(N, T, D)
+    mod = r(N, T, 6 * D)
+    shift, scale, gate = mod[..., :D], mod[..., D:2 * D], mod[..., 2 * D:3 * D]
+    rx, rmod = x.to(ref_dtype), mod.to(ref_dtype)
+    rshift, rscale, rgate = rmod[..., :D], rmod[..., D:2 * D], rmod[..., 2 * D:3 * D]
+    xn = norm_modulate_ref(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)
+    rxn = xn.to(ref_dtype)
+    mlp_args = (x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2, blk.b2)
+    rmlp_args = (rx, rshift, rscale, rgate) + tuple(w(t) for t in mlp_args[4:])
+    eager = copy.deepcopy(pred).to(dtype)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def eager_forward():
+        with autocast:
+            return eager(emb, act)
+
+    cases = {
+        "adaln_modulation(all 6 blocks)": (lambda: adaln_modulation(act, packed.mod_w, packed.mod_b, precision=kp),
+                                           lambda: adaln_modulation_ref(act.to(ref_dtype), w(packed.mod_w),
+                                                                        w(packed.mod_b))),
+        "norm_modulate": (lambda: norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b),
+                          lambda: norm_modulate_ref(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)),
+        "attention(qkv+attn+out+residual)": (
+            lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision=kp),
+            lambda: attention_ref(rxn, w(blk.w_qkv), w(blk.w_out), w(blk.b_out), rx, rgate, packed.heads)),
+        "mlp(norms+mlp+residual)": (lambda: mlp(*mlp_args, precision=kp), lambda: mlp_ref(*rmlp_args)),
+        "predictor_forward": (lambda: predictor_forward_triton(packed, emb, act, precision=precision),
+                              eager_forward),
+        "predictor_forward(last_only)": (
+            lambda: predictor_forward_triton(packed, emb, act, precision=precision, last_only=True), eager_forward),
+    }
+    rows = []
+    with torch.inference_mode():
+        for name, (fast, ref) in cases.items():
+            t_fast = do_bench(fast, warmup=25, rep=200, return_mode="median")
+            t_ref = do_bench(ref, warmup=25, rep=200, return_mode="median")
+            rows.append(dict(kernel=name, N=N, T=T, mode=mode, triton_ms=t_fast, torch_ms=t_ref,
+                             speedup=t_ref / t_fast))
+            print(f"{name:34s} N={N:5d} T={T} {mode:12s} triton {t_fast:8.4f} ms  torch {t_ref:8.4f} ms  "
+                  f"x{t_ref / t_fast:5.2f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, nargs="+", default=[300, 300 * 50], help="windows per forward (N)")
+    ap.add_argument("--tokens", type=int, nargs="+", default=[1, 3], help="window lengths T (1..3)")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--out", type=Path, default=None, help="report path (default bench/reports/kernels-*.json)")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench.kernels: CUDA is required to time the Triton kernels; none here, nothing measured. "
+              "(Correctness runs on CPU under TRITON_INTERPRET=1: pytest tests/kernels.)")
+        return 0
+    import triton
+    from triton.testing import do_bench
+
+    from lewm_fast.model import LeWMConfig, Predictor
+
+    torch.manual_seed(0)
+    pred = Predictor(LeWMConfig()).cuda().eval()
+    with torch.no_grad():            # non-zero AdaLN weights, so no path is skipped by zero gates
+        for p in pred.parameters():
+            p.normal_(0.0, 0.02)
+    rows = []
+    for mode in args.modes:
+        for N in args.batch:
+            for T in args.tokens:
+                rows.extend(bench_case(N, T, mode, pred, do_bench))
+    device = torch.cuda.get_device_name()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or REPORTS / f"kernels-{device.replace(' ', '_')}-{stamp}.json"
+    write_json_atomic(out, dict(device=device, torch=torch.__version__, triton=triton.__version__,
+                                python=platform.python_version(), timing="triton.testing.do_bench median, ms",
+                                results=rows))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Fused short-window causal attention block for the predictor (T <= 3 tokens):
+
+    out = residual + gate * (Attn(xn) @ W_out^T + b_out),   Attn = causal softmax(q k^T / sqrt(dh)) v,
+    q | k | v = xn @ W_qkv^T  (16 heads outer, 64 wide, for the paper's model)
+
+Design (why it looks unlike flash attention): the planner's windows hold at most 3 tokens, so the
+attention itself is tiny: per head and sequence it is at most 3 dot products and a 3-way softmax,
+done with element-wise ops on (BLOCK_N, dh) tiles (no tl.dot for q k^T; a 3x3 matmul would be wasted
+on 16-row tensor-core tiles). The work is in the projections, so the parallel axis is the sequence:
+each program owns BLOCK_N sequences x all T tokens and loops over heads, so
+  - each head's W_q/W_k/W_v tiles are loaded once and reused for the T tokens,
+  - q, k, v (3 x T tiles of BLOCK_N x dh) live only in registers,
+  - the output projection is accumulated across heads in T fp32 tiles (BLOCK_N x D), so the
+    1024-wide attention output never reaches memory, and bias + gate + residual are applied once.
+The token count is a compile-time constant (one specialisation per T in {1, 2, 3}); tokens are written
+out by hand because Triton has no lists of tensors. Softmax and the residual update are in fp32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import block_size, check_compute_dtype, check_param, check_precision, check_tensor, dot_dtype
+
+import triton
+import triton.language as tl
+
+MAX_TOKENS = 3
+
+
+def attention_ref(xn, w_qkv, w_out, b_out, residual, gate, heads: int, last_only: bool = False):
+    """Definition in plain torch: residual + gate * to_out(causal_attention(to_qkv(xn))); with
+    last_only, just the last token's row (N, 1, D)."""
+    N, T, D = xn.shape
+    dim_head = w_qkv.shape[0] // (3 * heads)
+    q, k, v = (xn @ w_qkv.t()).view(N, T, 3, heads, dim_head).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(dim_head)
+    causal = torch.ones(T, T, dtype=torch.bool, device=xn.device).tril()
+    probs = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1).to(v.dtype)
+    o = (probs @ v).transpose(1, 2).reshape(N, T, heads * dim_head)
+    out = residual + gate * (o @ w_out.t() + b_out)
+    return out[:, -1:] if last_only else out
+
+
+@triton.jit
+def _gated_store(acc, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, t, t_out,
+                 stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t):
+    res = tl.load(res_ptr + r64 * stride_res_n + t * stride_res_t + cols[None, :], mask=mask, other=0.0)
+    gate = tl.load(gate_ptr + r64 * stride_gate_n + t * stride_gate_t + cols[None, :], mask=mask, other=0.0)
+    out = res.to(tl.float32) + gate.to(tl.float32) * (acc + bias[None, :])
+    tl.store(out_ptr + r64 * stride_out_n + t_out * stride_out_t + cols[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, out_ptr,
+                      N, D, HEADS, DH, sm_scale,
+                      stride_xn_n, stride_xn_t, stride_res_n, stride_res_t, stride_gate_n, stride_gate_t,
+                      stride_out_n, stride_out_t,
+                      T: tl.constexpr, OUT0: tl.constexpr, OUT1: tl.constexpr, OUT_SHIFT: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DH: tl.constexpr,
+                      BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    # OUT0 / OUT1: whether tokens 0 / 1 are output (token T-1 always is); token t is stored at row
+    # t - OUT_SHIFT of out (OUT_SHIFT = T - 1 when only the last token is wanted)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    r64 = rows.to(tl.int64)[:, None]
+    cols = tl.arange(0, BLOCK_D)
+    col_mask = cols < D
+    e = tl.arange(0, BLOCK_DH)
+    e_mask = e < DH
+    inner = HEADS * DH
+    xn_rows = xn_ptr + r64 * stride_xn_n
+    zero_head = tl.zeros((BLOCK_N, BLOCK_DH), dtype=tl.float32)
+    acc0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    for h in range(HEADS):
+        # --- q/k/v of this head for every token; token 0 needs no query (it only attends to itself)
+        k0 = zero_head
+        v0 = zero_head
+        q1 = zero_head
+        k1 = zero_head
+        v1 = zero_head
+        q2 = zero_head
+        k2 = zero_head
+        v2 = zero_head
+        q_row = (h * DH + e).to(tl.int64)[None, :]       # rows of W_qkv, laid out as (3, heads, dh)
+        for kk in range(0, D, BLOCK_K):
+            ks = kk + tl.arange(0, BLOCK_K)
+            k_mask = ks < D
+            w_mask = k_mask[:, None] & e_mask[None, :]
+            x_mask = row_mask[:, None] & k_mask[None, :]
+            w_tile = wqkv_ptr + q_row * D + ks[:, None]   # (BLOCK_K, BLOCK_DH) tile of W^T
+            wk = tl.load(w_tile + inner * D, mask=w_mask, other=0.0).to(DOT_DTYPE)
+            wv = tl.load(w_tile + 2 * inner * D, mask=w_mask, other=0.0).to(DOT_DTYPE)
+            x0 = tl.load(xn_rows + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
+            k0 = tl.dot(x0, wk, k0, input_precision=PRECISION)
+            v0 = tl.dot(x0, wv, v0, input_precision=PRECISION)
+            if T >= 2:
+                wq = tl.load(w_tile, mask=w_mask, other=0.0).to(DOT_DTYPE)
+                x1 = tl.load(xn_rows + stride_xn_t + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
+                if OUT1:                                 # token 1's query only matters for its output
+                    q1 = tl.dot(x1, wq, q1, input_precision=PRECISION)
+                k1 = tl.dot(x1, wk, k1, input_precision=PRECISION)
+                v1 = tl.dot(x1, wv, v1, input_precision=PRECISION)
+                if T >= 3:
+                    x2 = tl.load(xn_rows + 2 * stride_xn_t + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
+                    q2 = tl.dot(x2, wq, q2, input_precision=PRECISION)
+                    k2 = tl.dot(x2, wk, k2, input_precision=PRECISION)
+                    v2 = tl.dot(x2, wv, v2, input_precision=PRECISION)
+        # --- causal softmax over <= 3 keys, in fp32, element-wise over the BLOCK_N sequences
+        o0 = v0
+        o1 = zero_head
+        o2 = zero_head
+        if OUT1:
+            s0 = tl.sum(q1 * k0, axis=1) * sm_scale
+            s1 = tl.sum(q1 * k1, axis=1) * sm_scale
+            m = tl.maximum(s0, s1)
+            p0 = tl.exp(s0 - m)
+            p1 = tl.exp(s1 - m)
+            inv = 1.0 / (p0 + p1)
+            o1 = (p0 * inv)[:, None] * v0 + (p1 * inv)[:, None] * v1
+        if T >= 3:
+            s0 = tl.sum(q2 * k0, axis=1) * sm_scale
+            s1 = tl.sum(q2 * k1, axis=1) * sm_scale
+            s2 = tl.sum(q2 * k2, axis=1) * sm_scale
+            m = tl.maximum(tl.maximum(s0, s1), s2)
+            p0 = tl.exp(s0 - m)
+            p1 = tl.exp(s1 - m)
+            p2 = tl.exp(s2 - m)
+            inv = 1.0 / (p0 + p1 + p2)
+            o2 = (p0 * inv)[:, None] * v0 + (p1 * inv)[:, None] * v1 + (p2 * inv)[:, None] * v2
+        # --- this head's slice of the output projection, accumulated over heads
+        wo = tl.load(wout_ptr + cols[None, :].to(tl.int64) * inner + (h * DH + e)[:, None],
+                     mask=e_mask[:, None] & col_mask[None, :], other=0.0).to(DOT_DTYPE)   # (BLOCK_DH, BLOCK_D)
+        if OUT0:
+            acc0 = tl.dot(o0.to(DOT_DTYPE), wo, acc0, input_precision=PRECISION)
+        if OUT1:
+            acc1 = tl.dot(o1.to(DOT_DTYPE), wo, acc1, input_precision=PRECISION)
+        if T >= 3:
+            acc2 = tl.dot(o2.to(DOT_DTYPE), wo, acc2, input_precision=PRECISION)
+    bias = tl.load(bout_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    mask = row_mask[:, None] & col_mask[None, :]
+    if OUT0:
+        _gated_store(acc0, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 0, 0 - OUT_SHIFT,
+                     stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
+    if OUT1:
+        _gated_store(acc1, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 1, 1 - OUT_SHIFT,
+                     stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
+    if T >= 3:
+        _gated_store(acc2, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 2, 2 - OUT_SHIFT,
+                     stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
+
+
+def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
+              residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
+              last_only: bool = False, block_n: int = 16, block_k: int = 32, num_warps: int = 8,
+              num_stages: int = 2) -> torch.Tensor:
+    """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
+    b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
+    the modulation vector). xn, residual and gate share a dtype, which the output has; the weights may be
+    narrower (bf16 weights: bf16 tensor-core dots, fp32 accumulation, softmax and residual update in fp32).
+    Returns residual + gate * to_out(attn(xn)) as a new (N, T, D) tensor, or with last_only=True only
+    its last token, (N, 1, D): the earlier tokens then need keys and values but no query, attention
+    output or output projection (what the predictor's last block needs when only the last row is read).
+
+    Defaults from compiling for sm_90 offline (no GPU at hand, so not timed): 16 sequences x 8 warps,
+    32-wide K steps, 2 stages: 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
+    tf32, ~1.3 KB in exact fp32 (its FMA dots hold whole operand tiles in registers). A variant that
+    flattens (sequence, token) into rows and does the attention with 3-D broadcasts spilled far more
+    (0.7-5 KB) and was dropped."""
+    check_compute_dtype("xn", xn)
+    check_precision(precision)
+    if xn.ndim != 3:
+        raise ValueError(f"xn must be (N, T, D), got shape {tuple(xn.shape)}")
+    N, T, D = xn.shape
+    if not 1 <= T <= MAX_TOKENS:
+        raise ValueError(f"attention kernel handles 1..{MAX_TOKENS} tokens, got T={T}")
+    if heads < 1 or w_qkv.shape[0] % (3 * heads):
+        raise ValueError(f"w_qkv has {w_qkv.shape[0]} rows, not a multiple of 3 * heads = {3 * heads}")
+    dim_head = w_qkv.shape[0] // (3 * heads)
+    inner = heads * dim_head
+    check_param("w_qkv", w_qkv, (3 * inner, D), xn.device)
+    check_param("w_out", w_out, (D, inner), xn.device)
+    check_param("b_out", b_out, (D,), xn.device)
+    if w_out.dtype != w_qkv.dtype:
+        raise TypeError(f"w_qkv ({w_qkv.dtype}) and w_out ({w_out.dtype}) must share a dtype (the dots' operand type)")
+    check_tensor("residual", residual, (N, T, D), xn.dtype, xn.device)
+    check_tensor("gate", gate, (N, T, D), xn.dtype, xn.device)
+    if not xn.is_contiguous():
+        raise ValueError("xn must be contiguous")
+    if residual.stride(-1) != 1 or gate.stride(-1) != 1:
+        raise ValueError("residual and gate need a unit stride along D")
+    out = torch.empty((N, 1 if last_only else T, D), dtype=xn.dtype, device=xn.device)
+    if N == 0:
+        return out
+    grid = (triton.cdiv(N, block_n),)
+    _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, N, D, heads, dim_head,
+                            1.0 / math.sqrt(dim_head),
+                            xn.stride(0), xn.stride(1), residual.stride(0), residual.stride(1),
+                            gate.stride(0), gate.stride(1), out.stride(0), out.stride(1),
+                            T=T, OUT0=T == 1 or not last_only, OUT1=T == 2 or (T == 3 and not last_only),
+                            OUT_SHIFT=T - 1 if last_only else 0, BLOCK_N=block_n, BLOCK_D=block_size(D),
+                            BLOCK_DH=block_size(dim_head), BLOCK_K=block_k, DOT_DTYPE=dot_dtype(w_qkv.dtype),
+                            PRECISION=precision,
+                            num_warps=num_warps, num_stages=num_stages)
+    return out

@@ -1,0 +1,110 @@
+"""Compile every predictor kernel for Hopper (sm_90) on a machine without a GPU.
+
+    python -m lewm_fast.kernels.compile_check [--quick]
+
+Triton can lower a kernel all the way to a cubin with no GPU or driver present (its wheel ships ptxas);
+this catches what the CPU interpreter cannot: code the real compiler rejects, shared memory beyond
+what an H100 offers per block, and register spills (reported from cuobjdump). It needs the kernels
+built for the compiler, so it refuses to run with TRITON_INTERPRET=1. The configurations checked are the
+launchers' defaults (tests/kernels/test_kernel_compile_sm90.py checks they stay in sync).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SMEM_LIMIT = 227 * 1024          # H100/H200: max dynamic shared memory per block
+FLOAT_ARGS = {"sm_scale", "eps_plain", "eps_affine"}
+# mode -> (activation element type, matmul weight element type, tl.dot input_precision)
+MODES = {"fp32-ieee": ("fp32", "fp32", "ieee"), "fp32-tf32": ("fp32", "fp32", "tf32"),
+         "bf16-weights": ("fp32", "bf16", "ieee"), "bf16": ("bf16", "bf16", "ieee")}
+WEIGHT_PTRS = {"w_ptr", "wqkv_ptr", "wout_ptr", "w1_ptr", "w2_ptr"}   # matmul weights (the dot operand type)
+
+
+def specs(quick: bool):
+    """(name, kernel, constexprs, num_warps, num_stages, mode) for the launchers' default configurations."""
+    import triton.language as tl
+
+    from . import adaln_modulation as am, attention as at, mlp as ml, norm_modulate as nm
+
+    out = []
+    for mode, (_, wdt, prec) in MODES.items():
+        if quick and mode in ("fp32-tf32", "bf16-weights"):
+            continue
+        dot = tl.float32 if wdt == "fp32" else tl.bfloat16
+        out.append(("adaln_modulation", am._adaln_modulation_kernel,
+                    dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=64, DOT_DTYPE=dot, PRECISION=prec), 8, 3, mode))
+        for T in ((3,) if quick else (1, 2, 3)):
+            out.append((f"attention T={T}", at._attention_kernel,
+                        dict(T=T, OUT0=True, OUT1=T >= 2, OUT_SHIFT=0, BLOCK_N=16, BLOCK_D=256, BLOCK_DH=64,
+                             BLOCK_K=32, DOT_DTYPE=dot, PRECISION=prec),
+                        8, 2, mode))
+        if not quick:   # the predictor's last block with last_only=True: only token 2 is output
+            out.append(("attention T=3 last", at._attention_kernel,
+                        dict(T=3, OUT0=False, OUT1=False, OUT_SHIFT=2, BLOCK_N=16, BLOCK_D=256, BLOCK_DH=64,
+                             BLOCK_K=32, DOT_DTYPE=dot, PRECISION=prec), 8, 2, mode))
+        out.append(("mlp", ml._mlp_kernel,
+                    dict(BLOCK_M=32, BLOCK_D=256, BLOCK_H=32, DOT_DTYPE=dot, PRECISION=prec), 8, 2, mode))
+        if mode in ("fp32-ieee", "bf16"):
+            out.append(("norm_modulate", nm._norm_modulate_kernel, dict(MODULATE=True, BLOCK_M=16, BLOCK_D=256),
+                        4, 1, mode))
+    return out
+
+
+def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int, elem: str, weight_elem: str) -> dict:
+    """Lower one kernel to a cubin for sm_90; returns shared memory bytes and, if cuobjdump is there,
+    registers and stack (spill) bytes per thread."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {n: ("constexpr" if n in constexprs else f"*{weight_elem}" if n in WEIGHT_PTRS
+                     else f"*{elem}" if n.endswith("_ptr") else "fp32" if n in FLOAT_ARGS else "i32")
+                 for n in kernel.arg_names}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
+    info = {"shared_bytes": compiled.metadata.shared, "registers": None, "stack_bytes": None}
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if os.path.exists(cuobjdump):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "k.cubin")
+            with open(path, "wb") as f:
+                f.write(compiled.asm["cubin"])
+            usage = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True, text=True).stdout
+        m = re.search(r"REG:(\d+) STACK:(\d+)", usage)
+        if m:
+            info["registers"], info["stack_bytes"] = int(m.group(1)), int(m.group(2))
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="compile the predictor kernels for sm_90 without a GPU")
+    ap.add_argument("--quick", action="store_true", help="T=3, exact fp32 and bf16 only (a third of the work)")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        print("compile_check: unset TRITON_INTERPRET (the kernels must be built for the compiler)")
+        return 2
+    failures = 0
+    for name, kernel, consts, warps, stages, mode in specs(args.quick):
+        elem, weight_elem, _ = MODES[mode]
+        try:
+            info = compile_sm90(kernel, consts, warps, stages, elem, weight_elem)
+        except Exception as exc:  # report every kernel, then fail
+            failures += 1
+            print(f"FAIL {name:16s} {mode:12s} {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        ok = info["shared_bytes"] <= SMEM_LIMIT
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name:16s} {mode:12s} warps={warps} stages={stages} "
+              f"smem={info['shared_bytes'] // 1024}KB regs={info['registers']} spill={info['stack_bytes']}B",
+              flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
