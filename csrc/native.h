@@ -6,4 +6,5 @@
 
 namespace lewm {
 void register_clips(pybind11::module_& m);
+void register_render(pybind11::module_& m);
 }  // namespace lewm

@@ -1,0 +1,137 @@
+"""Collect episodes with an env's scripted policy into an HDF5 dataset (spec E layout).
+
+    python -m lewm_fast.collect --env pusht --episodes 1000 --out data/pusht.h5 --seed 0 --workers 4
+
+Episode i is a pure function of (env, seed, i, max steps): its env and policy seeds derive from
+(seed, i), so a file does not depend on the number of workers, and `--append` continues with the next
+episode indices (new seeds) after those already in the file. Rows are frames: row t holds the frame,
+state and proprio after t steps and the action taken from it (NaN on an episode's last row). An episode
+ends when the env reports success (unless --no-stop-on-success) or after --max-steps steps.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+
+import numpy as np
+
+DEFAULT_MAX_STEPS = {"pusht": 300, "tworoom": 100, "reacher": 200, "cube": 200}
+
+_worker_envs: dict = {}
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Seed of episode `index` of a collection run with master seed `seed` (independent streams)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _env(name: str):
+    if name not in _worker_envs:
+        from lewm_fast.envs import make
+        _worker_envs[name] = make(name)
+    return _worker_envs[name]
+
+
+def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True) -> dict:
+    """Roll out one episode; returns the HDF5 columns (pixels, action, state, proprio, goal_state)."""
+    from lewm_fast.policies import make_policy
+
+    env = _env(env_name)
+    s = episode_seed(seed, index)
+    obs, info = env.reset(seed=s)
+    policy = make_policy(env_name, env, seed=s)
+    policy.reset(obs, info)
+    frames, states, proprios, actions = [env.render()], [obs["state"]], [obs["proprio"]], []
+    done = stop_on_success and bool(info.get("success", False))
+    for _ in range(max_steps):
+        if done:
+            break
+        action = np.asarray(policy.act(obs, info), dtype=np.float32)
+        obs, _, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        frames.append(env.render())
+        states.append(obs["state"])
+        proprios.append(obs["proprio"])
+        done = (stop_on_success and bool(info.get("success", False))) or truncated
+    L = len(frames)
+    act_dim = env.action_space.shape[0]
+    action_col = np.full((L, act_dim), np.nan, dtype=np.float32)
+    if actions:
+        action_col[:-1] = np.stack(actions)
+    goal = getattr(env, "goal_state", None)
+    ep = {"pixels": np.stack(frames).astype(np.uint8), "action": action_col,
+          "state": np.stack(states).astype(np.float64), "proprio": np.stack(proprios).astype(np.float64)}
+    if goal is not None:
+        ep["goal_state"] = np.repeat(np.asarray(goal, dtype=np.float64)[None], L, axis=0)
+    return ep
+
+
+def _run_episode_star(args):
+    return run_episode(*args)
+
+
+def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, max_steps: int | None = None,
+            append: bool = False, stop_on_success: bool = True, progress: bool = True) -> int:
+    """Write `episodes` new episodes to `out`; returns the file's episode count."""
+    import lewm_fast
+    from lewm_fast.data import HDF5Writer
+
+    from tqdm import tqdm
+
+    env = env.lower()
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    max_steps = DEFAULT_MAX_STEPS.get(env, 200) if max_steps is None else max_steps
+    if max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+    from lewm_fast.policies import make_policy
+    probe_env = _env(env)  # fail fast (unknown env or policy) before any file is touched
+    policy_name = type(make_policy(env, probe_env, seed=0)).__name__
+    metadata = {"env": env, "policy": policy_name, "seed": seed, "max_steps": max_steps,
+                "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__}
+    with HDF5Writer(out, mode="a" if append else "w", metadata=metadata) as writer:
+        start = writer.num_episodes
+        jobs = [(env, seed, i, max_steps, stop_on_success) for i in range(start, start + episodes)]
+        bar = tqdm(total=episodes, desc=f"collect {env}", unit="ep", disable=not progress)
+        if workers == 1:
+            results = map(_run_episode_star, jobs)
+            pool = None
+        else:
+            # spawn: workers build their own env (MuJoCo GL contexts and torch threads do not survive fork)
+            pool = mp.get_context("spawn").Pool(workers)
+            results = pool.imap(_run_episode_star, jobs, chunksize=1)  # in episode order
+        try:
+            for ep in results:
+                writer.write_episode(ep)
+                bar.update(1)
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()
+        return writer.num_episodes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Collect scripted-policy episodes into an HDF5 dataset.")
+    ap.add_argument("--env", required=True, help="pusht, tworoom, reacher or cube")
+    ap.add_argument("--episodes", type=int, required=True)
+    ap.add_argument("--out", required=True, help="output .h5 file (written atomically)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help=f"steps per episode at most (default {DEFAULT_MAX_STEPS})")
+    ap.add_argument("--append", action="store_true", help="add episodes to an existing (or interrupted) file")
+    ap.add_argument("--no-stop-on-success", dest="stop_on_success", action="store_false",
+                    help="keep going after the env reports success")
+    args = ap.parse_args(argv)
+    n = collect(args.env, args.episodes, args.out, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
+                append=args.append, stop_on_success=args.stop_on_success)
+    print(f"{args.out}: {n} episodes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
