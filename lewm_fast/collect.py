@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 
 import numpy as np
@@ -72,7 +73,8 @@ def _run_episode_star(args):
 
 
 def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, max_steps: int | None = None,
-            append: bool = False, stop_on_success: bool = True, progress: bool = True) -> int:
+            append: bool = False, stop_on_success: bool = True, progress: bool = True,
+            compression: str | None = "lzf") -> int:
     """Write `episodes` new episodes to `out`; returns the file's episode count."""
     import lewm_fast
     from lewm_fast.data import HDF5Writer
@@ -92,7 +94,8 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
     policy_name = type(make_policy(env, probe_env, seed=0)).__name__
     metadata = {"env": env, "policy": policy_name, "seed": seed, "max_steps": max_steps,
                 "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__}
-    with HDF5Writer(out, mode="a" if append else "w", metadata=metadata) as writer:
+    compression = None if compression in (None, "none") else compression
+    with HDF5Writer(out, mode="a" if append else "w", metadata=metadata, compression=compression) as writer:
         start = writer.num_episodes
         jobs = [(env, seed, i, max_steps, stop_on_success) for i in range(start, start + episodes)]
         bar = tqdm(total=episodes, desc=f"collect {env}", unit="ep", disable=not progress)
@@ -115,12 +118,16 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Collect scripted-policy episodes into an HDF5 dataset.")
+    ap = argparse.ArgumentParser(prog="python -m lewm_fast.collect",
+                                 description="Collect scripted-policy episodes into an HDF5 dataset.")
     ap.add_argument("--env", required=True, help="pusht, tworoom, reacher or cube")
-    ap.add_argument("--episodes", type=int, required=True)
+    ap.add_argument("--episodes", type=int, required=True, help="number of new episodes to collect")
     ap.add_argument("--out", required=True, help="output .h5 file (written atomically)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="master seed; episode i is seeded from (seed, i)")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                    help="parallel worker processes (the file does not depend on this)")
+    ap.add_argument("--compression", choices=["lzf", "gzip", "none"], default="lzf",
+                    help="pixel compression (h5py built-in filters; lzf makes 2-D env frames ~10x smaller)")
     ap.add_argument("--max-steps", type=int, default=None,
                     help=f"steps per episode at most (default {DEFAULT_MAX_STEPS})")
     ap.add_argument("--append", action="store_true", help="add episodes to an existing (or interrupted) file")
@@ -128,7 +135,7 @@ def main(argv=None) -> int:
                     help="keep going after the env reports success")
     args = ap.parse_args(argv)
     n = collect(args.env, args.episodes, args.out, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
-                append=args.append, stop_on_success=args.stop_on_success)
+                append=args.append, stop_on_success=args.stop_on_success, compression=args.compression)
     print(f"{args.out}: {n} episodes")
     return 0
 
