@@ -34,7 +34,17 @@ def _env(name: str):
     return _worker_envs[name]
 
 
-def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True) -> dict:
+def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
+    """(L, H, W, 3) uint8 -> (L, size, size, 3) uint8 with the model's own resize (lewm_fast.model)."""
+    import torch
+
+    from lewm_fast.model import resize_frames
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    return resize_frames(x, size).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True,
+                resolution: int | None = None) -> dict:
     """Roll out one episode; returns the HDF5 columns (pixels, action, state, proprio, goal_state)."""
     from lewm_fast.policies import make_policy
 
@@ -61,7 +71,10 @@ def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_su
     if actions:
         action_col[:-1] = np.stack(actions)
     goal = getattr(env, "goal_state", None)
-    ep = {"pixels": np.stack(frames).astype(np.uint8), "action": action_col,
+    pixels = np.stack(frames).astype(np.uint8)
+    if resolution is not None and pixels.shape[1:3] != (resolution, resolution):
+        pixels = resize_uint8(pixels, resolution)
+    ep = {"pixels": pixels, "action": action_col,
           "state": np.stack(states).astype(np.float64), "proprio": np.stack(proprios).astype(np.float64)}
     if goal is not None:
         ep["goal_state"] = np.repeat(np.asarray(goal, dtype=np.float64)[None], L, axis=0)
@@ -74,7 +87,7 @@ def _run_episode_star(args):
 
 def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, max_steps: int | None = None,
             append: bool = False, stop_on_success: bool = True, progress: bool = True,
-            compression: str | None = "lzf") -> int:
+            compression: str | None = "lzf", resolution: int | None = None) -> int:
     """Write `episodes` new episodes to `out`; returns the file's episode count."""
     import lewm_fast
     from lewm_fast.data import HDF5Writer
@@ -92,12 +105,15 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
     from lewm_fast.policies import make_policy
     probe_env = _env(env)  # fail fast (unknown env or policy) before any file is touched
     policy_name = type(make_policy(env, probe_env, seed=0)).__name__
+    if resolution is not None and resolution < 8:
+        raise ValueError(f"--resolution must be >= 8, got {resolution}")
     metadata = {"env": env, "policy": policy_name, "seed": seed, "max_steps": max_steps,
+                "resolution": resolution or 0,
                 "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__}
     compression = None if compression in (None, "none") else compression
     with HDF5Writer(out, mode="a" if append else "w", metadata=metadata, compression=compression) as writer:
         start = writer.num_episodes
-        jobs = [(env, seed, i, max_steps, stop_on_success) for i in range(start, start + episodes)]
+        jobs = [(env, seed, i, max_steps, stop_on_success, resolution) for i in range(start, start + episodes)]
         bar = tqdm(total=episodes, desc=f"collect {env}", unit="ep", disable=not progress)
         if workers == 1:
             results = map(_run_episode_star, jobs)
@@ -133,9 +149,12 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true", help="add episodes to an existing (or interrupted) file")
     ap.add_argument("--no-stop-on-success", dest="stop_on_success", action="store_false",
                     help="keep going after the env reports success")
+    ap.add_argument("--resolution", type=int, default=None,
+                    help="store frames resized to this many pixels (default: the env's 224); for small models")
     args = ap.parse_args(argv)
     n = collect(args.env, args.episodes, args.out, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
-                append=args.append, stop_on_success=args.stop_on_success, compression=args.compression)
+                append=args.append, stop_on_success=args.stop_on_success, compression=args.compression,
+                resolution=args.resolution)
     print(f"{args.out}: {n} episodes")
     return 0
 

@@ -86,6 +86,12 @@ class LeWMConfig:
         return cls(**base)
 
 
+def resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, h, w) float frames -> (N, 3, size, size), bilinear with antialiasing. The one resize used
+    everywhere (encode, collection at a reduced resolution), so stored and live frames match."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 # ----------------------------------------------------------------------------------------------
 # Encoder: ViT with a CLS token (HuggingFace ViTModel semantics, fused qkv)
 # ----------------------------------------------------------------------------------------------
@@ -264,11 +270,10 @@ class LeWM(nn.Module):
         lead = pixels.shape[:-3]
         x = self.normalize_pixels(pixels).reshape(-1, *pixels.shape[-3:])
         x = x.to(self.encoder.patch_embed.weight.dtype)
-        size = self.cfg.image_size
-        if x.shape[-2:] != (size, size):
-            # frames of another size (e.g. 224 px data for a small CPU model) are resized here, the one
-            # place training, planning and the science tools all go through
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if x.shape[-2:] != (self.cfg.image_size,) * 2:
+            # frames of another size (e.g. 224 px env frames for a small CPU model) are resized here, the
+            # one place training, planning and the science tools all go through
+            x = resize_frames(x, self.cfg.image_size)
         return self.projector(self.encoder(x)).view(*lead, -1)
 
     def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from .sigreg import SIGReg
 
 PRESETS = {
     "paper": {},                                   # the paper's model (~18 M parameters)
-    "small": dict(image_size=64, patch_size=8, embed_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=256,
+    "small": dict(image_size=64, patch_size=16, embed_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=256,
                   proj_hidden_dim=512, pred_depth=3, pred_heads=4, pred_dim_head=32, pred_mlp_dim=512),
     "tiny": dict(image_size=32, patch_size=8, embed_dim=32, enc_depth=2, enc_heads=2, enc_mlp_dim=64,
                  proj_hidden_dim=64, pred_depth=2, pred_heads=4, pred_dim_head=8, pred_mlp_dim=64),
@@ -213,7 +213,8 @@ def train(argv: list[str] | None = None) -> dict:
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
     stats = train_set.stats
     info = {"trained_by": "lewm_fast.train", "data": str(args.data), "preset": args.preset,
-            "clips": len(train_set), "world_size": world}
+            "clips": len(train_set), "world_size": world,
+            "split": {"val_fraction": args.val_fraction, "seed": args.seed}}   # lets tools find held-out episodes
 
     if is_main:
         print(f"LeWM {count_parameters(model) / 1e6:.2f} M params | {len(train_set)} train clips"

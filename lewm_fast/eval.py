@@ -1,0 +1,176 @@
+"""Goal-reaching evaluation (spec C.4): MPC with the batched planner from dataset start/goal pairs.
+
+    python -m lewm_fast.eval --env pusht --checkpoint pusht.safetensors --dataset pusht.h5
+    python -m lewm_fast.eval --env pusht --dataset pusht.h5 --policy random --seeds 42,43,44
+
+Protocol (per seed): `num_eval` distinct dataset rows drawn with np.random.default_rng(seed) among rows
+whose episode still has `goal_offset` steps after them; goal = the frame and state `goal_offset` raw
+steps ahead. Every env is set to its start state and told its goal state; all still-running envs are
+planned together in one batched solve; each plan's first `receding_horizon` blocks (x frameskip raw
+actions) are executed before replanning; success = the env reports success at any step within
+`budget` steps (an env that succeeded stops, as the reference's terminated envs do).
+
+Policies: `cem` / `icem` / `mppi` (the planner), `random` (uniform actions: the baseline) and
+`replay` (the dataset's own actions from the start row: a check of env/dataset consistency).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def sample_pairs(ep_len: np.ndarray, ep_offset: np.ndarray, num_eval: int, goal_offset: int, seed: int):
+    """Start rows (global) with `goal_offset` steps left in their episode; distinct, uniform, seeded."""
+    valid = np.concatenate([off + np.arange(n - goal_offset) for n, off in zip(ep_len, ep_offset)
+                            if n - goal_offset > 0] or [np.zeros(0, np.int64)]).astype(np.int64)
+    if len(valid) < num_eval:
+        raise ValueError(f"dataset has {len(valid)} rows with {goal_offset} steps after them; need {num_eval}")
+    starts = np.random.default_rng(seed).choice(valid, size=num_eval, replace=False)
+    return starts, starts + goal_offset
+
+
+def _read_pixels(ds, rows: np.ndarray) -> np.ndarray:
+    order = np.argsort(rows)
+    uniq, inverse = np.unique(rows[order], return_inverse=True)
+    px = ds.pixels(uniq)[inverse]
+    out = np.empty_like(px)
+    out[order] = px
+    return out
+
+
+def run_episodes(env_name: str, ds, starts, goals, policy: str, planner=None, budget: int = 50,
+                 receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None) -> dict:
+    from lewm_fast.envs import make
+
+    n = len(starts)
+    envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
+    states = ds.cache["state"]
+    goal_px = _read_pixels(ds, goals)
+    for i, e in enumerate(envs):
+        e.reset(seed=seed + i)
+        e.set_state(states[starts[i]])
+        e.set_goal_state(states[goals[i]])
+    success = np.zeros(n, bool)
+    first_success = np.full(n, -1)
+    buffers = [[] for _ in range(n)]
+    rng = np.random.default_rng(seed)
+    solve_latency, env_time, solves = [], 0.0, 0
+    t_start = time.perf_counter()
+    for step in range(budget):
+        active = np.flatnonzero(~success)
+        if len(active) == 0:
+            break
+        need = [i for i in active if not buffers[i]]
+        if need and policy not in ("random", "replay"):
+            t0 = time.perf_counter()
+            frames = np.stack([envs[i].render() for i in need])
+            env_time += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = planner.plan(frames, goal_px[need])
+            solve_latency.append(time.perf_counter() - t0)
+            solves += 1
+            keep = receding_horizon * planner.cfg.frameskip
+            for row, i in enumerate(need):
+                buffers[i] = list(res.actions[row, :keep].numpy().astype(np.float64))
+        t0 = time.perf_counter()
+        for i in active:
+            if policy == "random":
+                a = rng.uniform(envs[i].action_space.low, envs[i].action_space.high)
+            elif policy == "replay":
+                a = ds.cache["action"][starts[i] + step].astype(np.float64)
+                if not np.isfinite(a).all():       # past the episode end: stay put
+                    a = np.zeros_like(a)
+            else:
+                a = buffers[i].pop(0)
+            _, _, _, _, info = envs[i].step(a)
+            if info["success"]:
+                success[i] = True
+                first_success[i] = step + 1
+        env_time += time.perf_counter() - t0
+    for e in envs:
+        e.close()
+    return {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
+            "first_success_step": first_success.tolist(), "solves": solves,
+            "solve_latency_s": solve_latency,
+            "mean_solve_latency_s": float(np.mean(solve_latency)) if solve_latency else None,
+            "env_time_s": env_time, "wall_time_s": time.perf_counter() - t_start,
+            "start_rows": np.asarray(starts).tolist(), "goal_rows": np.asarray(goals).tolist()}
+
+
+def evaluate(env: str, dataset: str, checkpoint: str | None = None, policy: str = "cem", seeds=(42,),
+             num_eval: int = 50, goal_offset: int = 25, budget: int = 50, receding_horizon: int = 5,
+             device=None, backend: str = "auto", precision: str = "fp32", planner_kwargs: dict | None = None,
+             env_kwargs: dict | None = None) -> dict:
+    from lewm_fast.data import EpisodeDataset
+    from lewm_fast.planner import Planner
+
+    ds = EpisodeDataset(dataset, columns=("state",))
+    planner = None
+    if policy in ("cem", "icem", "mppi"):
+        if checkpoint is None:
+            raise ValueError(f"policy {policy!r} needs --checkpoint")
+        planner = Planner.from_checkpoint(checkpoint, device=device, backend=backend, precision=precision,
+                                          solver=policy, **(planner_kwargs or {}))
+        if planner.history_len != 1:
+            raise NotImplementedError("evaluation with history length > 1 is not implemented (the paper plans with 1)")
+    elif policy not in ("random", "replay"):
+        raise ValueError(f"unknown policy {policy!r}; choose cem, icem, mppi, random or replay")
+    runs = {}
+    for seed in seeds:
+        starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, goal_offset, seed)
+        if planner is not None:
+            planner.generator.manual_seed(seed)
+        runs[str(seed)] = run_episodes(env, ds, starts, goals, policy, planner, budget, receding_horizon, seed,
+                                       env_kwargs)
+    rates = np.array([r["success_rate"] for r in runs.values()])
+    return {"env": env, "policy": policy, "checkpoint": checkpoint, "dataset": str(dataset),
+            "protocol": {"num_eval": num_eval, "goal_offset": goal_offset, "budget": budget,
+                         "receding_horizon": receding_horizon, "seeds": list(seeds)},
+            "planner": None if planner is None else {"backend": planner.backend, "precision": planner.precision,
+                                                     "solver": policy, "num_samples": planner.solver.num_samples,
+                                                     "iterations": planner.solver.iterations,
+                                                     "horizon": planner.horizon, "device": str(planner.device)},
+            "success_rate_mean": float(rates.mean()), "success_rate_std": float(rates.std()),
+            "runs": runs}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--policy", default="cem", choices=["cem", "icem", "mppi", "random", "replay"])
+    ap.add_argument("--seeds", default="42", help="comma-separated; one full evaluation per seed")
+    ap.add_argument("--num-eval", type=int, default=50)
+    ap.add_argument("--goal-offset", type=int, default=25)
+    ap.add_argument("--budget", type=int, default=50)
+    ap.add_argument("--receding-horizon", type=int, default=5)
+    ap.add_argument("--num-samples", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--device")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--resolution", type=int, help="env render size (default: the env's; must match the model)")
+    ap.add_argument("--out", help="JSON path (written atomically); default: print only")
+    args = ap.parse_args(argv)
+    report = evaluate(args.env, args.dataset, args.checkpoint, args.policy,
+                      [int(s) for s in args.seeds.split(",")], args.num_eval, args.goal_offset, args.budget,
+                      args.receding_horizon, args.device, args.backend, args.precision,
+                      {"num_samples": args.num_samples, "iterations": args.iterations},
+                      {"resolution": args.resolution} if args.resolution else None)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        from lewm_fast.checkpoint import atomic_write
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    summary = {k: report[k] for k in ("env", "policy", "success_rate_mean", "success_rate_std")}
+    summary["mean_solve_latency_s"] = [r["mean_solve_latency_s"] for r in report["runs"].values()]
+    print(json.dumps(summary), file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

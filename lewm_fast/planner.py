@@ -1,0 +1,187 @@
+"""`Planner`: batched latent-space MPC planning with a LeWM (spec C).
+
+    planner = Planner.from_checkpoint("pusht.safetensors")          # backend/device picked automatically
+    result = planner.plan(frames, goal_frames)                      # (B, 224, 224, 3) uint8 each
+    env_actions = result.actions                                    # (B, horizon * frameskip, env_action_dim)
+
+All B environments are planned together: one solver state per environment, one batched rollout of
+B x num_samples candidates per iteration. Defaults are the reference's (CEM, 300 samples, 30
+iterations, 30 elites, horizon 5, std 1, action block = the model's frameskip).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .planning.engine import RolloutEngine
+from .planning.graph import GraphSolveRunner, run_solve
+from .planning.inputs import actions_to_blocks, frames_to_bhchw
+from .planning.precision import check_precision, precision_flags
+from .planning.solvers import make_solver
+
+BACKENDS = ("auto", "eager", "triton", "graph")
+
+
+def _triton_kernels_available() -> bool:
+    try:
+        from .kernels import predictor as kp  # noqa: F401
+        return hasattr(kp, "predictor_forward_triton")
+    except Exception:  # ImportError, or Triton failing to initialise without a GPU
+        return False
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "graph" if device.type == "cuda" and _triton_kernels_available() else "eager"
+    if backend == "graph" and device.type != "cuda":
+        raise RuntimeError(f"backend='graph' replays CUDA graphs and needs a CUDA device, got {device}; "
+                           "use backend='eager' (or 'auto') on CPU")
+    return backend
+
+
+@dataclass
+class PlanResult:
+    actions: torch.Tensor        # (B, horizon * frameskip, env_action_dim) raw env actions, un-normalised, CPU
+    blocks: torch.Tensor         # (B, horizon, frameskip * env_action_dim) normalised plan the model saw, CPU
+    cost: torch.Tensor           # (B,) mean cost of the final iteration's elites (the reference's "costs")
+    timing: dict = field(default_factory=dict)   # seconds: encode, solve, total; per_env_solve
+    info: dict = field(default_factory=dict)     # solver / backend / precision / shapes
+
+
+class Planner:
+    def __init__(self, model, action_stats: dict | None = None, *, solver: str = "cem", horizon: int = 5,
+                 num_samples: int = 300, iterations: int = 30, topk: int = 30, var_scale: float = 1.0,
+                 history_len: int | None = None, device=None, backend: str = "auto", precision: str = "fp32",
+                 seed: int = 42, generator: torch.Generator | None = None, chunk_rows: int | None = None,
+                 **solver_options):
+        """model: a LeWM (its cfg fixes image size, frameskip = action block, action dims).
+        action_stats: {"mean", "std"} of raw env actions (per env action dim) used to normalise the
+        model's action inputs; planned actions are un-normalised with them (None: identity).
+        solver: "cem" | "icem" | "mppi"; solver_options go to it (e.g. temperature=, noise_beta=).
+        seed: seeds the planner's own generator once (like the reference); or pass generator=.
+        chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.cfg = cfg = model.cfg
+        self.model = model.to(self.device).eval()
+        self.precision = check_precision(precision)
+        self.backend = resolve_backend(backend, self.device)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.horizon = horizon
+        self.history_len = history_len or cfg.history_len
+        self.solver_name = solver
+        self.solver = make_solver(solver, num_samples=num_samples, iterations=iterations, topk=topk,
+                                  var_scale=var_scale, **self._device_options(solver_options))
+        self._stats = self._parse_stats(action_stats)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        elif generator.device.type != self.device.type:
+            raise ValueError(f"generator is on {generator.device}; the planner runs on {self.device}")
+        self.generator = generator
+        if chunk_rows is None and self.device.type == "cpu":
+            chunk_rows = 512         # CPU: 300-600 rows per pass keeps the working set in cache (measured)
+        predictor = "triton" if self.backend == "triton" or (
+            self.backend == "graph" and _triton_kernels_available()) else "eager"
+        self.engine = RolloutEngine(self.model, precision=precision, predictor_backend=predictor,
+                                    chunk_rows=chunk_rows)
+        self._graph = GraphSolveRunner(self.engine, self.solver, self.generator) if self.backend == "graph" else None
+
+    def _device_options(self, opts: dict) -> dict:
+        # bounds live on the device up front: no host-to-device copies inside a (captured) solve
+        for k in ("action_low", "action_high"):
+            if opts.get(k) is not None:
+                opts[k] = torch.as_tensor(opts[k], dtype=torch.float32, device=self.device)
+        return opts
+
+    def _parse_stats(self, stats):
+        if stats is None:
+            return None
+        E = self.cfg.env_action_dim
+        mean = torch.as_tensor(stats["mean"], dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(stats["std"], dtype=torch.float32).reshape(-1)
+        if mean.numel() != E or std.numel() != E:
+            raise ValueError(f"action stats must have env_action_dim={E} entries, got mean {mean.numel()}, "
+                             f"std {std.numel()}")
+        if not (std > 0).all():
+            raise ValueError("action stats std must be > 0")
+        return mean, std
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None, backend: str = "auto", precision: str = "fp32", **kwargs):
+        """Load a lewm_fast checkpoint; its stats['action'] (if any) normalise/un-normalise actions."""
+        from .checkpoint import load_checkpoint
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        ckpt = load_checkpoint(path, device=device)
+        return cls(ckpt.model, ckpt.stats.get("action"), device=device, backend=backend, precision=precision,
+                   **kwargs)
+
+    # ------------------------------------------------------------------------------------------
+    def normalise_actions(self, raw: torch.Tensor) -> torch.Tensor:
+        if self._stats is None:
+            return raw
+        mean, std = (s.to(raw.device) for s in self._stats)
+        return (raw - mean) / std
+
+    def unnormalise_actions(self, x: torch.Tensor) -> torch.Tensor:
+        if self._stats is None:
+            return x
+        mean, std = (s.to(x.device) for s in self._stats)
+        return x * std + mean
+
+    def plan(self, obs, goal, action_history=None, init_plan=None) -> PlanResult:
+        """Plan for B environments at once.
+
+        obs: (B, H, h, w, 3) or (B, h, w, 3) when H = 1; uint8 pixels, or CHW, or float tensors that
+             are already ImageNet-normalised. goal: (B, h, w, 3) (or with a frame axis: the last is used).
+        action_history: when H > 1, the raw env actions that led through the H context frames,
+             (B, (H-1) * frameskip, env_action_dim).
+        init_plan: optional warm start, normalised blocks (B, t <= horizon, A); zero-padded.
+        """
+        cfg, H, T = self.cfg, self.history_len, self.horizon
+        t0 = time.perf_counter()
+        obs = frames_to_bhchw(obs, "obs", cfg.image_size, H)
+        goal = frames_to_bhchw(goal, "goal", cfg.image_size, None)[:, -1:]
+        B = obs.shape[0]
+        if goal.shape[0] != B:
+            raise ValueError(f"goal batch {goal.shape[0]} != obs batch {B}")
+        hist = None
+        if H > 1:
+            if action_history is None:
+                raise ValueError(f"history length H={H} needs action_history (B, {(H - 1) * cfg.frameskip}, "
+                                 f"{cfg.env_action_dim}) raw env actions")
+            hist = actions_to_blocks(action_history, "action_history", B, H - 1, cfg.frameskip,
+                                     cfg.env_action_dim, self.normalise_actions).to(self.device)
+        mean0 = torch.zeros(B, T, cfg.action_dim, device=self.device)
+        if init_plan is not None:
+            init_plan = torch.as_tensor(init_plan, dtype=torch.float32, device=self.device)
+            if init_plan.ndim != 3 or init_plan.shape[0] != B or init_plan.shape[1] > T \
+                    or init_plan.shape[2] != cfg.action_dim:
+                raise ValueError(f"init_plan must be (B={B}, t<={T}, A={cfg.action_dim}), got "
+                                 f"{tuple(init_plan.shape)}")
+            mean0[:, :init_plan.shape[1]] = init_plan
+
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        with torch.inference_mode(), precision_flags(self.precision, self.device):
+            ctx = self.engine.encode(obs.to(self.device))                 # (B, H, D)
+            goal_emb = self.engine.encode(goal.to(self.device))[:, -1]    # (B, D)
+            sync()
+            t1 = time.perf_counter()
+            if self._graph is not None:
+                plan, cost = self._graph.solve(ctx, goal_emb, hist, mean0)
+            else:
+                plan, cost = run_solve(self.engine, self.solver, ctx, goal_emb, hist, mean0, self.generator)
+            plan, cost = plan.float().cpu(), cost.float().cpu()           # the one host sync of the solve
+            t2 = time.perf_counter()
+        actions = self.unnormalise_actions(plan.reshape(B, T * cfg.frameskip, cfg.env_action_dim))
+        timing = {"encode_s": t1 - t0, "solve_s": t2 - t1, "total_s": time.perf_counter() - t0,
+                  "per_env_solve_s": (t2 - t1) / B}
+        info = {"solver": self.solver_name, "backend": self.backend, "precision": self.precision,
+                "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
+                "iterations": self.solver.iterations, "horizon": T, "history_len": H}
+        return PlanResult(actions=actions, blocks=plan, cost=cost, timing=timing, info=info)
