@@ -79,13 +79,30 @@ def save_checkpoint(path: str | os.PathLike, model: LeWM, stats: dict | None = N
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
+    """A checkpoint path as given, or the shipped checkpoint of that name (lewm_fast/pretrained/NAME.safetensors)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    shipped = PRETRAINED_DIR / f"{path_or_name}.safetensors"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints: {pretrained_names() or 'none'})")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a lewm_fast safetensors checkpoint; the model is returned in eval mode, in float32."""
+    """Load a lewm_fast safetensors checkpoint (a path, or a shipped name such as "tworoom"); the model is
+    returned in eval mode, in float32."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = resolve_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}

@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 
+DEFAULT_ITERATIONS = {"pusht": 30}   # the paper: 30 CEM iterations on PushT, 10 on the other envs
+
+
 def sample_pairs(ep_len: np.ndarray, ep_offset: np.ndarray, num_eval: int, goal_offset: int, seed: int):
     """Start rows (global) with `goal_offset` steps left in their episode; distinct, uniform, seeded."""
     valid = np.concatenate([off + np.arange(n - goal_offset) for n, off in zip(ep_len, ep_offset)
@@ -43,18 +46,76 @@ def _read_pixels(ds, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_episodes(env_name: str, ds, starts, goals, policy: str, planner=None, budget: int = 50,
+def _episode_end(ds, rows: np.ndarray) -> np.ndarray:
+    ep = np.searchsorted(ds.ep_offset, rows, side="right") - 1
+    return ds.ep_offset[ep] + ds.ep_len[ep]
+
+
+def dataset_pairs(ds, num_eval: int, goal_offset: int, seed: int) -> dict:
+    """Spec C.4 start/goal pairs from a dataset: states, goal frames, and the rows they came from."""
+    starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, goal_offset, seed)
+    states = ds.cache["state"]
+    return {"start_states": states[starts], "goal_states": states[goals], "goal_pixels": _read_pixels(ds, goals),
+            "replay_actions": [ds.cache["action"][r:end] for r, end in zip(starts, _episode_end(ds, starts))],
+            "start_rows": starts.tolist(), "goal_rows": goals.tolist()}
+
+
+def expert_pairs(env_name: str, num_eval: int, goal_offset: int, seed: int, env_kwargs: dict | None = None,
+                 max_start: int = 25) -> dict:
+    """Start/goal pairs without a dataset: pair i rolls the env's own data policy (the collection expert,
+    noise included) from a reset seeded by (seed, i) for s + goal_offset steps, s uniform in [0, max_start];
+    the start is the state after s steps, the goal the state and frame goal_offset steps later."""
+    from lewm_fast.collect import episode_seed
+    from lewm_fast.envs import make
+    from lewm_fast.policies import make_policy
+
+    env = make(env_name, **(env_kwargs or {}))
+    starts, goals, frames, replay = [], [], [], []
+    for i in range(num_eval):
+        ep_seed = episode_seed(seed, i)
+        s = int(np.random.default_rng(ep_seed).integers(0, max_start + 1))
+        obs, info = env.reset(seed=ep_seed)
+        policy = make_policy(env_name, env, seed=ep_seed)
+        policy.reset(obs, info)
+        actions = []
+        for t in range(s + goal_offset):
+            if t == s:
+                starts.append(np.asarray(obs["state"], np.float64).copy())
+            a = np.asarray(policy.act(obs, info), np.float32)
+            if t >= s:
+                actions.append(a)
+            obs, _, _, _, info = env.step(a)
+        goals.append(np.asarray(obs["state"], np.float64).copy())
+        frames.append(env.render())
+        replay.append(np.stack(actions))
+    env.close()
+    return {"start_states": np.stack(starts), "goal_states": np.stack(goals), "goal_pixels": np.stack(frames),
+            "replay_actions": replay}
+
+
+def _fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Frames at the model's resolution, resized exactly as `collect --resolution` stores them."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    from lewm_fast.collect import resize_uint8
+    return resize_uint8(frames, size)
+
+
+def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: int = 50,
                  receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None) -> dict:
+    """MPC episodes from pairs (start_states, goal_states, goal_pixels[, replay_actions]); all envs that still
+    need a plan are planned together in one batched solve."""
     from lewm_fast.envs import make
 
-    n = len(starts)
+    n = len(pairs["start_states"])
     envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
-    states = ds.cache["state"]
-    goal_px = _read_pixels(ds, goals)
+    goal_px = pairs["goal_pixels"]
+    if planner is not None:
+        goal_px = _fit_frames(goal_px, planner.cfg.image_size)
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
-        e.set_state(states[starts[i]])
-        e.set_goal_state(states[goals[i]])
+        e.set_state(pairs["start_states"][i])
+        e.set_goal_state(pairs["goal_states"][i])
     success = np.zeros(n, bool)
     first_success = np.full(n, -1)
     buffers = [[] for _ in range(n)]
@@ -68,7 +129,7 @@ def run_episodes(env_name: str, ds, starts, goals, policy: str, planner=None, bu
         need = [i for i in active if not buffers[i]]
         if need and policy not in ("random", "replay"):
             t0 = time.perf_counter()
-            frames = np.stack([envs[i].render() for i in need])
+            frames = _fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
             env_time += time.perf_counter() - t0
             t0 = time.perf_counter()
             res = planner.plan(frames, goal_px[need])
@@ -82,7 +143,8 @@ def run_episodes(env_name: str, ds, starts, goals, policy: str, planner=None, bu
             if policy == "random":
                 a = rng.uniform(envs[i].action_space.low, envs[i].action_space.high)
             elif policy == "replay":
-                a = ds.cache["action"][starts[i] + step].astype(np.float64)
+                acts = pairs["replay_actions"][i]
+                a = acts[step].astype(np.float64) if step < len(acts) else np.zeros(acts.shape[1])
                 if not np.isfinite(a).all():       # past the episode end: stay put
                     a = np.zeros_like(a)
             else:
@@ -94,22 +156,23 @@ def run_episodes(env_name: str, ds, starts, goals, policy: str, planner=None, bu
         env_time += time.perf_counter() - t0
     for e in envs:
         e.close()
-    return {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
-            "first_success_step": first_success.tolist(), "solves": solves,
-            "solve_latency_s": solve_latency,
-            "mean_solve_latency_s": float(np.mean(solve_latency)) if solve_latency else None,
-            "env_time_s": env_time, "wall_time_s": time.perf_counter() - t_start,
-            "start_rows": np.asarray(starts).tolist(), "goal_rows": np.asarray(goals).tolist()}
+    out = {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
+           "first_success_step": first_success.tolist(), "solves": solves,
+           "solve_latency_s": solve_latency,
+           "mean_solve_latency_s": float(np.mean(solve_latency)) if solve_latency else None,
+           "env_time_s": env_time, "wall_time_s": time.perf_counter() - t_start}
+    out.update({k: pairs[k] for k in ("start_rows", "goal_rows") if k in pairs})
+    return out
 
 
-def evaluate(env: str, dataset: str, checkpoint: str | None = None, policy: str = "cem", seeds=(42,),
-             num_eval: int = 50, goal_offset: int = 25, budget: int = 50, receding_horizon: int = 5,
+def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None, policy: str = "cem",
+             seeds=(42,), num_eval: int = 50, goal_offset: int = 25, budget: int = 50, receding_horizon: int = 5,
              device=None, backend: str = "auto", precision: str = "fp32", planner_kwargs: dict | None = None,
-             env_kwargs: dict | None = None) -> dict:
-    from lewm_fast.data import EpisodeDataset
+             env_kwargs: dict | None = None, progress: bool = False) -> dict:
+    """Success rate of `policy` over one evaluation per seed. Start/goal pairs come from `dataset` (spec C.4)
+    or, without one, from the env's own expert (`expert_pairs`). `checkpoint` is a path or a shipped name."""
     from lewm_fast.planner import Planner
 
-    ds = EpisodeDataset(dataset, columns=("state",))
     planner = None
     if policy in ("cem", "icem", "mppi"):
         if checkpoint is None:
@@ -120,15 +183,23 @@ def evaluate(env: str, dataset: str, checkpoint: str | None = None, policy: str 
             raise NotImplementedError("evaluation with history length > 1 is not implemented (the paper plans with 1)")
     elif policy not in ("random", "replay"):
         raise ValueError(f"unknown policy {policy!r}; choose cem, icem, mppi, random or replay")
+    ds = None
+    if dataset is not None:
+        from lewm_fast.data import EpisodeDataset
+        ds = EpisodeDataset(dataset, columns=("state",))
     runs = {}
     for seed in seeds:
-        starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, goal_offset, seed)
+        pairs = (dataset_pairs(ds, num_eval, goal_offset, seed) if ds is not None
+                 else expert_pairs(env, num_eval, goal_offset, seed, env_kwargs))
         if planner is not None:
             planner.generator.manual_seed(seed)
-        runs[str(seed)] = run_episodes(env, ds, starts, goals, policy, planner, budget, receding_horizon, seed,
-                                       env_kwargs)
+        if progress:
+            print(f"[eval] {env} {policy} seed {seed}: {num_eval} episodes, budget {budget}", flush=True)
+        runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs)
     rates = np.array([r["success_rate"] for r in runs.values()])
-    return {"env": env, "policy": policy, "checkpoint": checkpoint, "dataset": str(dataset),
+    return {"env": env, "policy": policy, "checkpoint": None if checkpoint is None else str(checkpoint),
+            "dataset": None if dataset is None else str(dataset),
+            "pairs": "dataset" if dataset is not None else "expert",
             "protocol": {"num_eval": num_eval, "goal_offset": goal_offset, "budget": budget,
                          "receding_horizon": receding_horizon, "seeds": list(seeds)},
             "planner": None if planner is None else {"backend": planner.backend, "precision": planner.precision,
@@ -141,27 +212,30 @@ def evaluate(env: str, dataset: str, checkpoint: str | None = None, policy: str 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", required=True)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--checkpoint")
-    ap.add_argument("--policy", default="cem", choices=["cem", "icem", "mppi", "random", "replay"])
+    ap.add_argument("--env", required=True, help="pusht, tworoom, reacher or cube")
+    ap.add_argument("--dataset", help="HDF5 file for start/goal pairs; without it the env's expert makes them")
+    ap.add_argument("--checkpoint", help="checkpoint path, or a shipped name (e.g. tworoom)")
+    ap.add_argument("--policy", default="cem", choices=["cem", "icem", "mppi", "random", "replay"],
+                    help="planner solver, or the random-policy baseline / dataset-action replay")
     ap.add_argument("--seeds", default="42", help="comma-separated; one full evaluation per seed")
-    ap.add_argument("--num-eval", type=int, default=50)
-    ap.add_argument("--goal-offset", type=int, default=25)
-    ap.add_argument("--budget", type=int, default=50)
-    ap.add_argument("--receding-horizon", type=int, default=5)
-    ap.add_argument("--num-samples", type=int, default=300)
-    ap.add_argument("--iterations", type=int, default=30)
-    ap.add_argument("--device")
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--num-eval", type=int, default=50, help="episodes (start/goal pairs) per seed")
+    ap.add_argument("--goal-offset", type=int, default=25, help="goal = the state this many raw steps ahead")
+    ap.add_argument("--budget", type=int, default=50, help="env steps allowed per episode")
+    ap.add_argument("--receding-horizon", type=int, default=5, help="planned blocks executed before replanning")
+    ap.add_argument("--num-samples", type=int, default=300, help="CEM candidates per iteration")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="CEM iterations (default: 30 on pusht, 10 on the others, as the paper)")
+    ap.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    ap.add_argument("--backend", default="auto", help="auto, eager, triton or graph")
+    ap.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16")
     ap.add_argument("--resolution", type=int, help="env render size (default: the env's; must match the model)")
     ap.add_argument("--out", help="JSON path (written atomically); default: print only")
     args = ap.parse_args(argv)
     report = evaluate(args.env, args.dataset, args.checkpoint, args.policy,
                       [int(s) for s in args.seeds.split(",")], args.num_eval, args.goal_offset, args.budget,
                       args.receding_horizon, args.device, args.backend, args.precision,
-                      {"num_samples": args.num_samples, "iterations": args.iterations},
+                      {"num_samples": args.num_samples,
+                       "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
                       {"resolution": args.resolution} if args.resolution else None)
     text = json.dumps(report, indent=2)
     if args.out:

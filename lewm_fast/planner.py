@@ -121,6 +121,15 @@ class Planner:
         return cls(ckpt.model, ckpt.stats.get("action"), device=device, backend=backend, precision=precision,
                    **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs) -> "Planner":
+        """A planner on a checkpoint shipped with lewm_fast (lewm_fast/pretrained/NAME.safetensors)."""
+        from .checkpoint import PRETRAINED_DIR, pretrained_names
+
+        if not (PRETRAINED_DIR / f"{name}.safetensors").is_file():
+            raise ValueError(f"no shipped checkpoint named {name!r}; available: {pretrained_names() or 'none'}")
+        return cls.from_checkpoint(PRETRAINED_DIR / f"{name}.safetensors", **kwargs)
+
     # ------------------------------------------------------------------------------------------
     def normalise_actions(self, raw: torch.Tensor) -> torch.Tensor:
         if self._stats is None:

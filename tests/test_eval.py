@@ -82,3 +82,35 @@ def test_planner_and_random_policies_run(pusht_file, tmp_path):
           "--goal-offset", "5", "--budget", "5", "--seeds", "3", "--out", str(out)])
     rand = json.loads(out.read_text())
     assert rand["policy"] == "random" and rand["runs"]["3"]["solves"] == 0 and rand["runs"]["3"]["episodes"] == 4
+
+
+def test_expert_pairs_are_deterministic_and_reachable():
+    from lewm_fast.eval import expert_pairs
+
+    a = expert_pairs("tworoom", 6, goal_offset=25, seed=3)
+    b = expert_pairs("tworoom", 6, goal_offset=25, seed=3)
+    c = expert_pairs("tworoom", 6, goal_offset=25, seed=4)
+    for k in ("start_states", "goal_states", "goal_pixels"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["start_states"], c["start_states"])
+    assert a["goal_pixels"].shape == (6, 224, 224, 3) and a["goal_pixels"].dtype == np.uint8
+    assert all(len(r) == 25 for r in a["replay_actions"])
+    # the goal is where the expert's own 25 actions lead: replaying them from the start reaches it exactly
+    rep = evaluate("tworoom", policy="replay", seeds=(3,), num_eval=6, goal_offset=25, budget=25)
+    assert rep["pairs"] == "expert" and rep["success_rate_mean"] == 1.0
+
+
+def test_planner_on_a_smaller_model_resizes_env_frames_like_collect(tmp_path):
+    """A 32 px model plans on 224 px TwoRoom frames: eval resizes them with collect's resize."""
+    from lewm_fast.checkpoint import save_checkpoint
+    from lewm_fast.collect import resize_uint8
+    from lewm_fast.eval import _fit_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_fit_frames(frames, 32), resize_uint8(frames, 32))
+    assert _fit_frames(frames, 224) is frames
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, random_model(LeWMConfig.tiny()), {"action": {"mean": np.zeros(2), "std": np.ones(2)}})
+    rep = evaluate("tworoom", checkpoint=str(ckpt), policy="cem", seeds=(0,), num_eval=3, budget=6,
+                   planner_kwargs={"num_samples": 16, "iterations": 2, "topk": 4})
+    assert rep["runs"]["0"]["solves"] >= 1 and rep["pairs"] == "expert"
