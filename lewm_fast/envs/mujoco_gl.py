@@ -79,8 +79,18 @@ def choose_backend(environ: Mapping[str, str],
         f"On Debian/Ubuntu install {packages}, or set MUJOCO_GL yourself.")
 
 
+def _preload_triton() -> None:
+    """Load Triton (when installed) before any GL context exists: importing it after Mesa's llvmpipe has
+    loaded its own LLVM segfaulted here (render a Cube/Reacher frame, then use the Triton kernels)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # not installed, or unusable here: nothing to protect
+        pass
+
+
 def select_gl_backend() -> str:
     """Set MUJOCO_GL (and PYOPENGL_PLATFORM) in os.environ if unset; return the backend in use."""
+    _preload_triton()
     preset = os.environ.get("MUJOCO_GL", "").strip()
     if preset:
         return preset

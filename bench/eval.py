@@ -1,0 +1,214 @@
+"""Wall time of a whole goal-reaching evaluation (spec C.4): a reference-style loop vs `lewm_fast.eval`.
+
+    python -m bench.eval --env pusht --checkpoint pusht.safetensors --dataset pusht.h5
+    python -m bench.eval --env pusht                 # no files: a small collected dataset + random weights
+
+Both runs use the same checkpoint, the same start/goal pairs (`lewm_fast.eval.sample_pairs`, seed 42) and
+the same lewm_fast environments, so only the pipeline differs:
+- reference-style: what stable-worldmodel 0.1.1's `WorldModelPolicy` + `CEMSolver` do each env step:
+  every env is rendered and every frame (and goal frame) is preprocessed one by one in Python, every
+  step; environments that need a plan are solved one after another (the package's CEMSolver, or the
+  port bench/reference_port.py where the package cannot be imported), fp32; plans are un-normalised
+  and buffered per env (receding horizon 5 blocks = 25 raw actions);
+- lewm_fast: `lewm_fast.eval.evaluate` (all replanning envs in one batched planner call).
+Timed: the whole loop (env stepping, rendering, preprocessing, encoding, planning), not loading.
+On CPU the default is 4 episodes (a full reference evaluation is ~100 solves of ~10 s); say
+--num-eval 50 for the full protocol. Writes bench/reports/eval-<env>-<device>.json and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.common import REPORTS, device_tag, environment, write_report
+
+try:  # load Triton's LLVM before any MuJoCo EGL context: importing it afterwards segfaults (Mesa llvmpipe)
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(f"[bench.eval {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def synthetic_inputs(env: str, workdir: Path, episodes: int = 4, steps: int = 80) -> tuple[str, str]:
+    """A small dataset collected with the env's scripted policy and a random-weight checkpoint
+    (paper size, AdaLN linears re-initialised) with the dataset's action statistics."""
+    from bench.cem import build_model
+    from lewm_fast.checkpoint import save_checkpoint
+    from lewm_fast.collect import collect
+    from lewm_fast.data import EpisodeDataset
+
+    data = workdir / f"{env}-bench.h5"
+    collect(env, episodes, str(data), seed=0, max_steps=steps, stop_on_success=False, progress=True)
+    act = EpisodeDataset(str(data)).cache["action"]
+    act = act[np.isfinite(act).all(1)]
+    model, _ = build_model(env, None, "cpu")
+    ckpt = workdir / f"{env}-random.safetensors"
+    save_checkpoint(ckpt, model, stats={"action": {"mean": act.mean(0), "std": act.std(0) + 1e-6}},
+                    info={"note": "random weights, bench.eval synthetic"})
+    return str(ckpt), str(data)
+
+
+def _rows_pixels(ds, rows: np.ndarray) -> np.ndarray:
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return ds.pixels(uniq)[inverse]
+
+
+def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples, iterations, budget=50,
+                         receding_horizon=5, seed=42, force_port=False) -> dict:
+    from bench.cem import Reference
+    from lewm_fast.envs import make
+
+    model = ckpt.model.to(device).eval()
+    cfg = model.cfg
+    ref = Reference(model, device, cfg.env_action_dim, num_samples, iterations, 30, force_port=force_port)
+    n = len(starts)
+    solve = ref.solver(seed, n)
+    stats = ckpt.stats.get("action")
+    a_mean = np.asarray(stats["mean"], np.float64) if stats else 0.0
+    a_std = np.asarray(stats["std"], np.float64) if stats else 1.0
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+    def transform(frame: np.ndarray) -> torch.Tensor:      # one frame at a time, as the reference's transform
+        x = torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0
+        if x.shape[-1] != cfg.image_size:
+            x = F.interpolate(x[None], size=(cfg.image_size,) * 2, mode="bilinear", antialias=True)[0]
+        return (x - mean) / std
+
+    envs = [make(env_name) for _ in range(n)]
+    states = ds.cache["state"]
+    goal_px = _rows_pixels(ds, goals)
+    for i, e in enumerate(envs):
+        e.reset(seed=seed + i)
+        e.set_state(states[starts[i]])
+        e.set_goal_state(states[goals[i]])
+    success = np.zeros(n, bool)
+    buffers = [[] for _ in range(n)]
+    solves, solve_time = 0, 0.0
+    t0 = time.perf_counter()
+    for step in range(budget):
+        active = np.flatnonzero(~success)
+        if len(active) == 0:
+            break
+        # the reference's policy preprocesses every env's observation and goal every step
+        pixels = torch.stack([transform(envs[i].render()) for i in range(n)])[:, None]
+        goal = torch.stack([transform(g) for g in goal_px])[:, None]
+        need = [i for i in active if not buffers[i]]
+        if need:
+            ts = time.perf_counter()
+            out = solve(pixels[need].to(device), goal[need].to(device))
+            solve_time += time.perf_counter() - ts
+            solves += 1
+            plan = out["actions"][:, :receding_horizon].reshape(len(need), -1, cfg.env_action_dim).numpy()
+            for row, i in enumerate(need):
+                buffers[i] = list(plan[row].astype(np.float64) * a_std + a_mean)
+        for i in active:
+            _, _, _, _, info = envs[i].step(buffers[i].pop(0))
+            success[i] |= bool(info["success"])
+    wall = time.perf_counter() - t0
+    for e in envs:
+        e.close()
+    return {"implementation": ref.kind, "wall_time_s": wall, "solve_calls": solves, "solve_time_s": solve_time,
+            "success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="pusht")
+    ap.add_argument("--checkpoint", help="lewm_fast checkpoint (default: random weights, with --dataset absent too)")
+    ap.add_argument("--dataset", help="HDF5 episodes with state + pixels (default: collect a small one)")
+    ap.add_argument("--num-eval", type=int, help="episodes (default 50 on GPU, 4 on CPU)")
+    ap.add_argument("--budget", type=int, default=50)
+    ap.add_argument("--goal-offset", type=int, default=25)
+    ap.add_argument("--num-samples", type=int, default=300)
+    ap.add_argument("--iterations", type=int, help="CEM iterations (default: 30 on pusht, 10 elsewhere)")
+    ap.add_argument("--device")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared, busy machine)")
+    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--reference-port", action="store_true", help="use the port even if the package imports")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    from lewm_fast.checkpoint import load_checkpoint
+    from lewm_fast.data import EpisodeDataset
+    from lewm_fast.eval import evaluate, sample_pairs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    num_eval = args.num_eval or (4 if device.type == "cpu" else 50)
+    iterations = args.iterations or (30 if args.env == "pusht" else 10)
+    tmp = None
+    ckpt_path, data_path = args.checkpoint, args.dataset
+    inputs = "given"
+    if not (ckpt_path and data_path):
+        tmp = tempfile.TemporaryDirectory(prefix="bench-eval-")
+        log(f"no --checkpoint/--dataset: collecting a small {args.env} dataset and a random checkpoint in {tmp.name}")
+        c, d = synthetic_inputs(args.env, Path(tmp.name))
+        ckpt_path, data_path = ckpt_path or c, data_path or d
+        inputs = "synthetic (collected episodes; random weights unless --checkpoint)"
+    ds = EpisodeDataset(data_path, columns=("state",))
+    starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, args.goal_offset, args.seed)
+    report = {"environment": environment(), "env": args.env, "device": str(device), "inputs": inputs,
+              "checkpoint": ckpt_path, "dataset": data_path,
+              "protocol": {"num_eval": num_eval, "goal_offset": args.goal_offset, "budget": args.budget,
+                           "receding_horizon": 5, "num_samples": args.num_samples, "iterations": iterations,
+                           "seed": args.seed},
+              "start_rows": starts.tolist(), "goal_rows": goals.tolist()}
+    log(f"lewm_fast.eval: {num_eval} episodes, {args.num_samples} x {iterations} CEM ...")
+    t = time.perf_counter()
+    ours = evaluate(args.env, data_path, ckpt_path, "cem", (args.seed,), num_eval, args.goal_offset, args.budget,
+                    5, str(device), args.backend, args.precision,
+                    {"num_samples": args.num_samples, "iterations": iterations})
+    total = time.perf_counter() - t
+    run = ours["runs"][str(args.seed)]
+    assert run["start_rows"] == starts.tolist(), "lewm_fast.eval drew other start rows"
+    report["lewm_fast"] = {"planner": ours["planner"], "wall_time_s": run["wall_time_s"], "with_setup_s": total,
+                           "solve_calls": run["solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
+                           "env_time_s": run["env_time_s"], "success_rate": run["success_rate"]}
+    log(f"lewm_fast: {run['wall_time_s']:.1f} s, success {run['success_rate']:.2f}")
+    if not args.skip_reference:
+        log(f"reference-style loop: {num_eval} episodes, one env at a time ...")
+        ckpt = load_checkpoint(ckpt_path)
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = reference_style_eval(args.env, ckpt, ds, starts, goals, device, args.num_samples, iterations,
+                                       args.budget, 5, args.seed, args.reference_port)
+        report["reference_style"] = ref
+        report["speedup"] = ref["wall_time_s"] / run["wall_time_s"]
+        log(f"reference-style: {ref['wall_time_s']:.1f} s, success {ref['success_rate']:.2f}")
+    out = Path(args.out) if args.out else REPORTS / f"eval-{args.env}-{device_tag()}.json"
+    write_report(out, report)
+    lines = [f"### Evaluation wall time, {args.env}, {num_eval} episodes: {report['environment']['device_name']}",
+             "", "| loop | wall s | solve calls | solve s | success |", "|---|---|---|---|---|",
+             f"| lewm_fast.eval ({ours['planner']['backend']}, {args.precision}) | {run['wall_time_s']:.1f} | "
+             f"{run['solves']} | {report['lewm_fast']['solve_time_s']:.1f} | {run['success_rate']:.2f} |"]
+    if "reference_style" in report:
+        r = report["reference_style"]
+        lines.append(f"| reference-style ({r['implementation'].split(' (')[0]}) | {r['wall_time_s']:.1f} | "
+                     f"{r['solve_calls']} | {r['solve_time_s']:.1f} | {r['success_rate']:.2f} |")
+        lines += ["", f"speed-up {report['speedup']:.2f}x"]
+    log(f"wrote {out}")
+    print("\n".join(lines))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The benchmark tools: FLOP counts against torch's FlopCounterMode, and bench.cem end to end at a tiny size."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from helpers import random_model
+from lewm_fast.model import LeWMConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.dinowm import DinoWMConfig, DinoWMReferenceCEM, random_dinowm  # noqa: E402
+from bench.flops import dinowm_solve_flops, lewm_solve_flops  # noqa: E402
+from bench.reference_port import ReferencePortCEM  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _counted(fn) -> int:
+    # the math SDPA backend runs attention as matmuls, which the counter sees (the CPU flash kernel it does not)
+    with FlopCounterMode(display=False) as fc, sdpa_kernel(SDPBackend.MATH):
+        fn()
+    return fc.get_total_flops()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"env_action_dim": 5, "num_frames": 2}, {"num_frames": 4}])
+def test_reference_flops_match_flop_counter(overrides):
+    cfg = LeWMConfig.tiny(**overrides)
+    port = ReferencePortCEM(random_model(cfg, scale=0.3), num_samples=16, n_steps=3, topk=4)
+    x = torch.randn(1, 1, 3, 32, 32)
+    assert _counted(lambda: port.solve(x, x)) == lewm_solve_flops(cfg, num_samples=16, iterations=3,
+                                                                  mode="reference")["total"]
+
+
+def test_floor_is_targets_number():
+    """targets.md: 9 token passes x 6 layers x ~1.8 M parameters x 300 x 30 ~ 1.75 TFLOP per PushT solve."""
+    f = lewm_solve_flops(LeWMConfig())
+    assert f["token_passes_per_candidate"] == 9
+    assert f["predictor_linear"] == pytest.approx(1.75e12, rel=0.01)
+    r = lewm_solve_flops(LeWMConfig(), mode="reference")
+    assert r["token_passes_per_candidate"] == 12
+    assert r["predictor_linear"] == pytest.approx(f["predictor_linear"] * 12 / 9)
+
+
+def test_dinowm_flops_match_flop_counter():
+    cfg = DinoWMConfig.small()
+    planner = DinoWMReferenceCEM(random_dinowm(cfg), num_samples=8, iterations=2, topk=3)
+    x, p = torch.randn(1, 3, 32, 32), torch.randn(1, cfg.proprio_dim)
+    assert _counted(lambda: planner.solve(x, p, x, p)) == dinowm_solve_flops(cfg, num_samples=8, iterations=2)["total"]
+
+
+def test_dinowm_full_size_matches_spec():
+    """Spec F: 196 patch tokens x 384 per frame; predictor width 404, ~19 M parameters."""
+    cfg = DinoWMConfig()
+    assert cfg.patches == 196 and cfg.enc_dim == 384 and cfg.pred_width == 404
+    m = random_dinowm(cfg)
+    n = sum(p.numel() for p in m.pred_blocks.parameters())
+    assert 18e6 < n < 21e6
+    assert m.encode_pixels(torch.randn(1, 3, 196, 196)).shape == (1, 196, 384)
+
+
+@pytest.mark.parametrize("port", [False, True], ids=["package", "port"])
+def test_bench_cem_tiny_end_to_end(tmp_path, request, port):
+    """The whole script at a tiny size, with the package and with the port that stands in for it on GPUs
+    (the port variant runs without the package too)."""
+    from bench.cem import main
+
+    if not port:
+        request.getfixturevalue("reference")     # skips, with the reason, when the package cannot be imported
+    out = tmp_path / "cem.json"
+    main(["--env", "pusht", "--tiny", "--iterations", "3", "--samples", "64", "--topk", "8", "--batches", "1,3",
+          "--reps", "2", "--ref-solves", "2", "--dinowm-samples", "2", "--out", str(out)]
+         + (["--reference-port"] if port else []))
+    r = json.loads(out.read_text())
+    assert r["reference"]["implementation"].startswith("port" if port else "package")
+    assert r["environment"]["torch"] == torch.__version__
+    got = {(v["backend"], v["precision"], v["B"]) for v in r["variants"]}
+    assert got == {("eager", p, b) for p in ("fp32", "bf16") for b in (1, 3)}
+    fp32 = next(v for v in r["variants"] if v["precision"] == "fp32" and v["B"] == 1)
+    assert fp32["agreement"]["max_abs_action_diff"] <= 1e-4        # same seed, same plan as the reference
+    assert len(fp32["raw_s"]) == 2 and fp32["median_s"] > 0
+    assert {s["backend"] for s in r["skipped"]} == {"triton", "graph"}     # CPU: say why, don't crash
+    assert r["dinowm"]["extrapolated"] is True and "EXTRAPOLATED" in r["dinowm"]["note"]
+    assert (tmp_path / "cem.md").read_text().count("| eager") == 4
