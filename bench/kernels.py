@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPORTS = Path(__file__).resolve().parent / "reports"
+from bench.common import REPORTS, device_tag, environment, write_report
+
 # mode -> (activation dtype, predictor precision). "bf16-weights" is the planner's bf16: fp32 residual
 # stream/norms/softmax, bf16 matmul operands; "bf16" is a model stored in bf16 throughout.
 MODES = {"fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32"),
          "bf16-weights": (torch.float32, "bf16"), "bf16": (torch.bfloat16, "ieee")}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> list[dict]:
@@ -112,7 +97,6 @@ def main(argv=None) -> int:
         print("bench.kernels: CUDA is required to time the Triton kernels; none here, nothing measured. "
               "(Correctness runs on CPU under TRITON_INTERPRET=1: pytest tests/kernels.)")
         return 0
-    import triton
     from triton.testing import do_bench
 
     from lewm_fast.model import LeWMConfig, Predictor
@@ -127,12 +111,9 @@ def main(argv=None) -> int:
         for N in args.batch:
             for T in args.tokens:
                 rows.extend(bench_case(N, T, mode, pred, do_bench))
-    device = torch.cuda.get_device_name()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = args.out or REPORTS / f"kernels-{device.replace(' ', '_')}-{stamp}.json"
-    write_json_atomic(out, dict(device=device, torch=torch.__version__, triton=triton.__version__,
-                                python=platform.python_version(), timing="triton.testing.do_bench median, ms",
-                                results=rows))
+    out = write_report(args.out or REPORTS / f"kernels-{device_tag()}-{stamp}.json",
+                       dict(environment=environment(), timing="triton.testing.do_bench median, ms", results=rows))
     print(f"wrote {out}")
     return 0
 

@@ -3,57 +3,22 @@
 Frames per second of lewm_fast's PushT and TwoRoom rendering (one batched call on all cores, one batched
 call on one thread, and one call per frame) next to the reference's `render()` (stable-worldmodel 0.1.1,
 pygame + OpenCV for PushT, torch for TwoRoom), plus env steps per second of both PushT envs. Writes the
-raw timings with machine, versions and git commit to bench/reports/render-<cpu>.json (atomically) and
+raw timings with machine, versions and git commit to bench/reports/render-<device>.json (bench/common.py) and
 prints a markdown table. The reference columns are skipped (null) when it cannot be imported.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import re
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPORTS = Path(__file__).resolve().parent / "reports"
+from bench.common import REPORTS, device_tag, environment, write_report
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or socket.gethostname()
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def best_of(fn, repeats: int) -> list[float]:
@@ -90,6 +55,17 @@ def bench_ours(n: int, repeats: int) -> dict:
     return res
 
 
+def render_seconds(env, states) -> float:
+    """Seconds spent in the reference env's render() alone; placing each state is outside the timed region."""
+    total = 0.0
+    for s in states:
+        env._set_state(s)
+        t = time.perf_counter()
+        env.render()
+        total += time.perf_counter() - t
+    return total
+
+
 def bench_reference(n: int, repeats: int) -> dict | None:
     sys.path.insert(0, str(ROOT / "tests"))
     from reference_compat import REFERENCE_ERROR, import_reference
@@ -104,33 +80,13 @@ def bench_reference(n: int, repeats: int) -> dict | None:
     env = PushT()
     env.reset(seed=0)
     states = pusht_states(n)
-
-    def render_pusht_all():  # render() only; placing the state is outside the timed region
-        total = 0.0
-        for s in states:
-            env._set_state(s)
-            t = time.perf_counter()
-            env.render()
-            total += time.perf_counter() - t
-        return total
-
-    render_pusht_all()
-    out["pusht"] = {"render_s": [render_pusht_all() for _ in range(repeats)], "frames": n}
+    render_seconds(env, states)  # warm-up
+    out["pusht"] = {"render_s": [render_seconds(env, states) for _ in range(repeats)], "frames": n}
     tr = TwoRoomEnv()
     tr.reset(seed=0)
     pos = np.random.default_rng(1).uniform(21, 203, (min(n, 100), 2)).astype(np.float32)
-
-    def render_tr_all():
-        total = 0.0
-        for q in pos:
-            tr._set_state(q)
-            t = time.perf_counter()
-            tr.render()
-            total += time.perf_counter() - t
-        return total
-
-    render_tr_all()
-    out["tworoom"] = {"render_s": [render_tr_all() for _ in range(repeats)], "frames": len(pos)}
+    render_seconds(tr, pos)  # warm-up
+    out["tworoom"] = {"render_s": [render_seconds(tr, pos) for _ in range(repeats)], "frames": len(pos)}
     actions = np.random.default_rng(2).uniform(-1, 1, (500, 2)).astype(np.float32)
     env.reset(seed=0)
     out["pusht_step"] = {"s": best_of(lambda: [env.step(a) for a in actions], repeats), "steps": len(actions)}
@@ -154,9 +110,10 @@ def bench_steps(repeats: int) -> dict:
     return res
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("pymunk", "pygame", "cv2", "torch", "lewm_fast", "stable_worldmodel"):
+def renderer_versions() -> dict:
+    """Versions of the packages behind the renderers and envs (python/torch/lewm_fast are in environment())."""
+    out = {"numpy": np.__version__}
+    for mod in ("pymunk", "pygame", "cv2", "stable_worldmodel"):
         try:
             m = __import__(mod)
             out[mod] = str(getattr(m, "__version__", getattr(m, "version", None)))
@@ -196,22 +153,18 @@ def main(argv=None) -> int:
     if ref is not None:
         step_rows.append(("reference PushT step", ref["pusht_step"]["steps"] / med(ref["pusht_step"]["s"])))
 
-    cpu = cpu_name()
+    env = environment()
     report = {
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "host": socket.gethostname(), "platform": platform.platform()},
-        "versions": versions(), "git_commit": git_commit(),
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": env, "versions": renderer_versions(),
         "args": vars(args) | {"out": str(args.out) if args.out else None},
         "raw": {"ours": ours, "ours_steps": steps, "reference": ref},
         "summary": {"render_fps": [dict(env=e, renderer=r, fps_median=f, fps_best=b, speedup_vs_reference=x)
                                    for e, r, f, b, x in rows],
                     "steps_per_s": {k: v for k, v in step_rows}},
     }
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", cpu).strip("_")[:60] or socket.gethostname()
-    out = args.out or REPORTS / f"render-{slug}.json"
-    write_json_atomic(out, report)
+    out = write_report(args.out or REPORTS / f"render-{device_tag()}.json", report)
 
-    print(f"\n{cpu}, {os.cpu_count()} cores\n")
+    print(f"\n{env['cpu']}, {env['cpu_count']} cores\n")
     print("| env | renderer | frames/s (median) | frames/s (best) | x reference (medians) |\n|---|---|---:|---:|---:|")
     for e, r, f, b, x in rows:
         print(f"| {e} | {r} | {f:,.0f} | {b:,.0f} | {'' if x is None else f'{x:,.1f}x'} |")

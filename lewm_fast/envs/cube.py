@@ -29,6 +29,9 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lewm_fast.envs.mujoco_render import (OffscreenRenderer, apply_reset_options, check_render_mode,  # noqa: E402
+                                          flat_action, set_render_quality)
+
 try:
     from ogbench.manipspace.envs.cube_env import CubeEnv as _OGBenchCubeEnv  # noqa: E402
 except ImportError as err:  # pragma: no cover - depends on the install
@@ -49,8 +52,7 @@ class CubeEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 224,
                  shadow_size: int = 512, antialias: bool = False):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        check_render_mode(render_mode)
         self.render_mode = render_mode
         self.image_size = int(image_size)
         self._shadow_size = int(shadow_size)
@@ -59,7 +61,7 @@ class CubeEnv(gym.Env):
                                    visualize_info=False, terminate_at_goal=False,
                                    width=self.image_size, height=self.image_size)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer = OffscreenRenderer(self.image_size, CAMERA)
         self.episode_index = -1  # counts resets; lets policies notice a new episode
         self.sim.reset(seed=0)  # OGBench compiles the MJCF on its first reset
         self._after_compile()
@@ -68,8 +70,7 @@ class CubeEnv(gym.Env):
         model = self.sim.model
         for name in _GRIPPER_MATERIALS:
             model.material(name).rgba[:3] = _PURPLE
-        model.vis.quality.shadowsize = self._shadow_size
-        model.vis.quality.offsamples = 4 if self._antialias else 0
+        set_render_quality(model, self._shadow_size, self._antialias)
         joint = model.joint("object_joint_0")
         self._cube_qpos = int(joint.qposadr[0])
         self._target_mocap = int(model.body("object_target_0").mocapid[0])
@@ -86,17 +87,11 @@ class CubeEnv(gym.Env):
         sim_seed = int(self.np_random.integers(2**31 - 1))
         self.sim.reset(seed=sim_seed)
         self.episode_index += 1
-        options = options or {}
-        if options.get("state") is not None:
-            self.set_state(options["state"])
-        if options.get("goal_state") is not None:
-            self.set_goal_state(options["goal_state"])
+        apply_reset_options(self, options)
         return self._obs(), self._info()
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (5,):
-            raise ValueError(f"Cube action must have 5 entries, got shape {action.shape}")
+        action = flat_action(action, 5, "Cube")
         self.sim.step(np.clip(action, -1.0, 1.0))
         # mj_step leaves positions of sites (the effector) one physics step behind qpos, and
         # OGBench's controller reads them on the next step. Refreshing them makes the next action
@@ -182,12 +177,7 @@ class CubeEnv(gym.Env):
 
     # -- rendering --------------------------------------------------------------------------
     def render(self) -> np.ndarray:
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.sim.model, self.image_size, self.image_size)
-        self._renderer.update_scene(self.sim.data, camera=CAMERA)
-        return self._renderer.render().copy()
+        return self._renderer.render(self.sim.model, self.sim.data)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._renderer.close()

@@ -20,6 +20,9 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lewm_fast.envs.mujoco_render import (OffscreenRenderer, apply_reset_options, check_render_mode,  # noqa: E402
+                                          flat_action, set_render_quality)
+
 QPOS_THRESHOLD = 0.05  # rad, per joint (reference `ReacherQPosMatchTask`)
 ACTION_REPEAT = 2  # physics steps per env step (reference `DMControlWrapper.action_repeat`)
 _TARGET_SIZE = 0.015  # qpos_match uses the "hard" target size
@@ -95,13 +98,11 @@ class ReacherEnv(gym.Env):
         instead of the suite's 2048 and no 4x multisampling; the frame differs from the suite's
         by about 0.25 grey levels on average (edges only). `shadow_size=2048, antialias=True`
         gives the reference picture at about 4x the cost."""
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        check_render_mode(render_mode)
         self.render_mode = render_mode
         self.image_size = int(image_size)
         self.model = mujoco.MjModel.from_xml_string(REACHER_XML)
-        self.model.vis.quality.shadowsize = int(shadow_size)
-        self.model.vis.quality.offsamples = 4 if antialias else 0
+        set_render_quality(self.model, shadow_size, antialias)
         self.data = mujoco.MjData(self.model)
         self._wrist_range = self.model.jnt_range[self.model.joint("wrist").id].copy()
         self._target_geom = self.model.geom("target").id
@@ -109,7 +110,7 @@ class ReacherEnv(gym.Env):
         vec = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float64)
         self.observation_space = gym.spaces.Dict({"state": vec, "proprio": vec})
         self.target_qpos = np.zeros(2)
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer = OffscreenRenderer(self.image_size, camera=0)
 
     # -- simulation -------------------------------------------------------------------------
     def _random_qpos(self) -> np.ndarray:
@@ -127,17 +128,11 @@ class ReacherEnv(gym.Env):
         self.model.geom_pos[self._target_geom, :2] = radius * np.sin(angle), radius * np.cos(angle)
         self.target_qpos = self._random_qpos()
         mujoco.mj_forward(self.model, self.data)
-        options = options or {}
-        if options.get("state") is not None:
-            self.set_state(options["state"])
-        if options.get("goal_state") is not None:
-            self.set_goal_state(options["goal_state"])
+        apply_reset_options(self, options)
         return self._obs(), self._info()
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (2,):
-            raise ValueError(f"Reacher action must have 2 entries, got shape {action.shape}")
+        action = flat_action(action, 2, "Reacher")
         self.data.ctrl[:] = np.clip(action, -1.0, 1.0)
         mujoco.mj_step(self.model, self.data, nstep=ACTION_REPEAT)
         return self._obs(), 0.0, False, False, self._info()
@@ -177,12 +172,7 @@ class ReacherEnv(gym.Env):
 
     # -- rendering --------------------------------------------------------------------------
     def render(self) -> np.ndarray:
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
-        self._renderer.update_scene(self.data, camera=0)
-        return self._renderer.render().copy()
+        return self._renderer.render(self.model, self.data)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._renderer.close()

@@ -50,11 +50,14 @@ class CEM:
         cand[:, 0] = mean          # the current mean is always evaluated
         return cand
 
-    def step(self, state, cost_fn, generator):
+    def _elites(self, state, cost_fn, generator):
+        """One draw of candidates -> (the topk lowest costs (B, K), their candidates (B, K, T, A)), best first."""
         cand = self.sample(state, generator)
-        costs = cost_fn(cand)
-        vals, idx = torch.topk(costs, self.topk, dim=1, largest=False)
-        elites = _gather_rows(cand, idx)
+        vals, idx = torch.topk(cost_fn(cand), self.topk, dim=1, largest=False)
+        return vals, _gather_rows(cand, idx)
+
+    def step(self, state, cost_fn, generator):
+        vals, elites = self._elites(state, cost_fn, generator)
         return {"mean": elites.mean(1), "std": elites.std(1), "cost": vals.mean(1)}
 
     def result(self, state):
@@ -106,10 +109,7 @@ class ICEM(CEM):
         return cand
 
     def step(self, state, cost_fn, generator):
-        cand = self.sample(state, generator)
-        costs = cost_fn(cand)
-        vals, idx = torch.topk(costs, self.topk, dim=1, largest=False)
-        elites = _gather_rows(cand, idx)
+        vals, elites = self._elites(state, cost_fn, generator)
         a = self.alpha
         return {"mean": a * state["mean"] + (1 - a) * elites.mean(1),
                 "std": a * state["std"] + (1 - a) * elites.std(1),
@@ -127,17 +127,13 @@ class MPPI(CEM):
     refits_std = False
 
     def step(self, state, cost_fn, generator):
-        mean, std = state["mean"], state["std"]
-        B, T, A = mean.shape
-        noise = torch.randn(B, self.num_samples, T, A, generator=generator, device=mean.device, dtype=mean.dtype)
-        cand = mean.unsqueeze(1) + noise * std.unsqueeze(1)
-        cand[:, 0] = mean
+        cand = self.sample(state, generator)   # CEM's Gaussian draw, the current mean first
         costs = cost_fn(cand)
         if self.topk < self.num_samples:
             costs, idx = torch.topk(costs, self.topk, dim=1, largest=False)
             cand = _gather_rows(cand, idx)
         w = torch.softmax(-(costs - costs.min(1, keepdim=True).values) / self.temperature, dim=1)
-        return {"mean": (w[:, :, None, None] * cand).sum(1), "std": std, "cost": costs.mean(1)}
+        return {"mean": (w[:, :, None, None] * cand).sum(1), "std": state["std"], "cost": costs.mean(1)}
 
 
 SOLVERS = {"cem": CEM, "icem": ICEM, "mppi": MPPI}
