@@ -101,10 +101,34 @@ def _fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return resize_uint8(frames, size)
 
 
+def write_video_grid(path: str | Path, frames: np.ndarray, success: np.ndarray, fps: int = 10) -> None:
+    """frames (T, N, h, w, 3) uint8 -> an animated GIF grid (atomically); a green / red border marks each
+    episode's success once it has happened."""
+    from PIL import Image
+
+    from lewm_fast.checkpoint import atomic_write
+
+    T, N, h, w, _ = frames.shape
+    cols = int(np.ceil(np.sqrt(N)))
+    rows = int(np.ceil(N / cols))
+    pages = []
+    for t in range(T):
+        grid = np.full((rows * (h + 4), cols * (w + 4), 3), 255, np.uint8)
+        for i in range(N):
+            r, c = divmod(i, cols)
+            y, x = r * (h + 4), c * (w + 4)
+            grid[y:y + h + 4, x:x + w + 4] = (40, 170, 60) if success[t, i] else (200, 60, 60)
+            grid[y + 2:y + 2 + h, x + 2:x + 2 + w] = frames[t, i]
+        pages.append(Image.fromarray(grid))
+    atomic_write(path, lambda tmp: pages[0].save(tmp, format="GIF", save_all=True, append_images=pages[1:],
+                                                 duration=int(1000 / fps), loop=0))
+
+
 def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: int = 50,
-                 receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None) -> dict:
+                 receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None,
+                 video: str | None = None, video_size: int = 96) -> dict:
     """MPC episodes from pairs (start_states, goal_states, goal_pixels[, replay_actions]); all envs that still
-    need a plan are planned together in one batched solve."""
+    need a plan are planned together in one batched solve. video: path of a GIF grid of all episodes."""
     from lewm_fast.envs import make
 
     n = len(pairs["start_states"])
@@ -122,7 +146,15 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     rng = np.random.default_rng(seed)
     solve_latency, env_time, solves = [], 0.0, 0
     t_start = time.perf_counter()
+    clips, clip_success = [], []
+
+    def record():   # one downsized frame of every env (finished ones keep their last frame)
+        clips.append(_fit_frames(np.stack([e.render() for e in envs]), video_size))
+        clip_success.append(success.copy())
+
     for step in range(budget):
+        if video:
+            record()
         active = np.flatnonzero(~success)
         if len(active) == 0:
             break
@@ -154,6 +186,9 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
                 success[i] = True
                 first_success[i] = step + 1
         env_time += time.perf_counter() - t0
+    if video:
+        record()
+        write_video_grid(video, np.stack(clips), np.stack(clip_success))
     for e in envs:
         e.close()
     out = {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
@@ -168,7 +203,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
 def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None, policy: str = "cem",
              seeds=(42,), num_eval: int = 50, goal_offset: int = 25, budget: int = 50, receding_horizon: int = 5,
              device=None, backend: str = "auto", precision: str = "fp32", planner_kwargs: dict | None = None,
-             env_kwargs: dict | None = None, progress: bool = False) -> dict:
+             env_kwargs: dict | None = None, progress: bool = False, video: str | None = None) -> dict:
     """Success rate of `policy` over one evaluation per seed. Start/goal pairs come from `dataset` (spec C.4)
     or, without one, from the env's own expert (`expert_pairs`). `checkpoint` is a path or a shipped name."""
     from lewm_fast.planner import Planner
@@ -195,7 +230,8 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
             planner.generator.manual_seed(seed)
         if progress:
             print(f"[eval] {env} {policy} seed {seed}: {num_eval} episodes, budget {budget}", flush=True)
-        runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs)
+        vid = None if video is None else (video if len(seeds) == 1 else str(Path(video).with_suffix(f".seed{seed}.gif")))
+        runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs, vid)
     rates = np.array([r["success_rate"] for r in runs.values()])
     return {"env": env, "policy": policy, "checkpoint": None if checkpoint is None else str(checkpoint),
             "dataset": None if dataset is None else str(dataset),
@@ -230,13 +266,14 @@ def main(argv=None):
     ap.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16")
     ap.add_argument("--resolution", type=int, help="env render size (default: the env's; must match the model)")
     ap.add_argument("--out", help="JSON path (written atomically); default: print only")
+    ap.add_argument("--video", help="write an animated GIF grid of the episodes here (one per seed)")
     args = ap.parse_args(argv)
     report = evaluate(args.env, args.dataset, args.checkpoint, args.policy,
                       [int(s) for s in args.seeds.split(",")], args.num_eval, args.goal_offset, args.budget,
                       args.receding_horizon, args.device, args.backend, args.precision,
                       {"num_samples": args.num_samples,
                        "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
-                      {"resolution": args.resolution} if args.resolution else None)
+                      {"resolution": args.resolution} if args.resolution else None, video=args.video)
     text = json.dumps(report, indent=2)
     if args.out:
         from lewm_fast.checkpoint import atomic_write

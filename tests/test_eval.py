@@ -114,3 +114,21 @@ def test_planner_on_a_smaller_model_resizes_env_frames_like_collect(tmp_path):
     rep = evaluate("tworoom", checkpoint=str(ckpt), policy="cem", seeds=(0,), num_eval=3, budget=6,
                    planner_kwargs={"num_samples": 16, "iterations": 2, "topk": 4})
     assert rep["runs"]["0"]["solves"] >= 1 and rep["pairs"] == "expert"
+
+
+def test_video_grid(tmp_path):
+    from PIL import Image
+
+    gif = tmp_path / "episodes.gif"
+    rep = evaluate("tworoom", policy="replay", seeds=(5,), num_eval=3, goal_offset=10, budget=12, video=str(gif))
+    with Image.open(gif) as im:
+        n = im.n_frames
+        w, h = im.size
+        im.seek(n - 1)
+        last = np.asarray(im.convert("RGB"))
+    run = rep["runs"]["5"]
+    assert run["success_rate"] == 1.0
+    assert n == max(run["first_success_step"]) + 1    # one frame per step until all are done, + the final state
+    assert (w, h) == (2 * (96 + 4), 2 * (96 + 4))                   # 3 episodes on a 2 x 2 grid
+    # replayed expert actions reach every goal: all borders green in the last frame
+    assert (last[0, 0] == (40, 170, 60)).all() and (last[0, 100] == (40, 170, 60)).all()
