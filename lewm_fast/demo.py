@@ -17,7 +17,7 @@ from pathlib import Path
 
 RECIPE = {  # the CPU recipe's settings, recorded in the report
     "tworoom": {"episodes": 800, "resolution": 64, "preset": "small", "batch_size": 32, "lr": 1e-3,
-                "max_steps": 1500, "warmup_frac": 0.01},
+                "max_steps": 800, "warmup_frac": 0.01},
 }
 
 
