@@ -91,3 +91,13 @@ def test_bench_cem_tiny_end_to_end(tmp_path, request, port):
     assert {s["backend"] for s in r["skipped"]} == {"triton", "graph"}     # CPU: say why, don't crash
     assert r["dinowm"]["extrapolated"] is True and "EXTRAPOLATED" in r["dinowm"]["note"]
     assert (tmp_path / "cem.md").read_text().count("| eager") == 4
+
+
+def test_collect_bench_reports_throughput(monkeypatch, tmp_path):
+    import bench.collect as bc
+
+    written = {}
+    monkeypatch.setattr(bc, "write_report", lambda path, payload: written.update(payload) or path)
+    res = bc.main(["--env", "tworoom", "--episodes", "3", "--workers", "1"])
+    assert res["episodes"] == 3 and res["frames"] >= 3 and res["episodes_per_min"] > 0
+    assert written["result"] == res and written["environment"]["torch"]
