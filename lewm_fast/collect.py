@@ -43,6 +43,14 @@ def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
     return resize_frames(x, size).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(n, h, w, 3) uint8 frames at size x size: unchanged when they already are, else resize_uint8 (so live
+    env frames match frames stored by `collect --resolution`)."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return resize_uint8(frames, size)
+
+
 def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True,
                 resolution: int | None = None) -> dict:
     """Roll out one episode; returns the HDF5 columns (pixels, action, state, proprio, goal_state)."""
@@ -72,8 +80,8 @@ def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_su
         action_col[:-1] = np.stack(actions)
     goal = getattr(env, "goal_state", None)
     pixels = np.stack(frames).astype(np.uint8)
-    if resolution is not None and pixels.shape[1:3] != (resolution, resolution):
-        pixels = resize_uint8(pixels, resolution)
+    if resolution is not None:
+        pixels = fit_frames(pixels, resolution)
     ep = {"pixels": pixels, "action": action_col,
           "state": np.stack(states).astype(np.float64), "proprio": np.stack(proprios).astype(np.float64)}
     if goal is not None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lewm_fast.collect import fit_frames
+
 
 DEFAULT_ITERATIONS = {"pusht": 30}   # the paper: 30 CEM iterations on PushT, 10 on the other envs
 
@@ -93,14 +95,6 @@ def expert_pairs(env_name: str, num_eval: int, goal_offset: int, seed: int, env_
             "replay_actions": replay}
 
 
-def _fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Frames at the model's resolution, resized exactly as `collect --resolution` stores them."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    from lewm_fast.collect import resize_uint8
-    return resize_uint8(frames, size)
-
-
 def write_video_grid(path: str | Path, frames: np.ndarray, success: np.ndarray, fps: int = 10) -> None:
     """frames (T, N, h, w, 3) uint8 -> an animated GIF grid (atomically); a green / red border marks each
     episode's success once it has happened."""
@@ -135,7 +129,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
     goal_px = pairs["goal_pixels"]
     if planner is not None:
-        goal_px = _fit_frames(goal_px, planner.cfg.image_size)
+        goal_px = fit_frames(goal_px, planner.cfg.image_size)
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
         e.set_state(pairs["start_states"][i])
@@ -149,7 +143,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     clips, clip_success = [], []
 
     def record():   # one downsized frame of every env (finished ones keep their last frame)
-        clips.append(_fit_frames(np.stack([e.render() for e in envs]), video_size))
+        clips.append(fit_frames(np.stack([e.render() for e in envs]), video_size))
         clip_success.append(success.copy())
 
     for step in range(budget):
@@ -161,7 +155,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
         need = [i for i in active if not buffers[i]]
         if need and policy not in ("random", "replay"):
             t0 = time.perf_counter()
-            frames = _fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
+            frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
             env_time += time.perf_counter() - t0
             t0 = time.perf_counter()
             res = planner.plan(frames, goal_px[need])

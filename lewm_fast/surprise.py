@@ -176,13 +176,15 @@ def tint_frames(frames: np.ndarray, start: int, factors=DEFAULT_TINT) -> np.ndar
 
 
 def fit_frames(frames: np.ndarray, shape: tuple) -> np.ndarray:
-    """Rendered (n, h, w, 3) frames resized (area averaging) to the recorded frames' (H, W, 3) when they differ."""
+    """Rendered (n, h, w, 3) frames at the recorded frames' (H, W, 3), resized exactly as `collect --resolution`
+    stores them (lewm_fast.collect.fit_frames) when they differ."""
+    from .collect import fit_frames as fit_square
+
     if frames.shape[1:] == tuple(shape):
         return frames
-    import cv2
-    if frames.shape[-1] != shape[-1]:
+    if frames.shape[-1] != shape[-1] or shape[0] != shape[1]:
         raise ValueError(f"env renders {frames.shape[1:]} frames but the trajectory has {tuple(shape)}")
-    return np.stack([cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) for f in frames])
+    return fit_square(frames, shape[0])
 
 
 def make_env_like(name: str, size: int | None = None):

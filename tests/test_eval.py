@@ -104,11 +104,11 @@ def test_planner_on_a_smaller_model_resizes_env_frames_like_collect(tmp_path):
     """A 32 px model plans on 224 px TwoRoom frames: eval resizes them with collect's resize."""
     from lewm_fast.checkpoint import save_checkpoint
     from lewm_fast.collect import resize_uint8
-    from lewm_fast.eval import _fit_frames
+    from lewm_fast.collect import fit_frames
 
     frames = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(_fit_frames(frames, 32), resize_uint8(frames, 32))
-    assert _fit_frames(frames, 224) is frames
+    np.testing.assert_array_equal(fit_frames(frames, 32), resize_uint8(frames, 32))
+    assert fit_frames(frames, 224) is frames
     ckpt = tmp_path / "m.safetensors"
     save_checkpoint(ckpt, random_model(LeWMConfig.tiny()), {"action": {"mean": np.zeros(2), "std": np.ones(2)}})
     rep = evaluate("tworoom", checkpoint=str(ckpt), policy="cem", seeds=(0,), num_eval=3, budget=6,
