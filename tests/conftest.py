@@ -22,3 +22,15 @@ def reference():
     if swm is None:
         pytest.skip(REFERENCE_ERROR)
     return swm
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test single-threaded: on the shared 2-core test machines OpenMP barriers between busy
+    threads make small ops up to 100x slower. Use with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,12 +17,7 @@ from bench.flops import dinowm_solve_flops, lewm_solve_flops  # noqa: E402
 from bench.reference_port import ReferencePortCEM  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _counted(fn) -> int:

@@ -10,14 +10,7 @@ from lewm_fast.planning.engine import RolloutEngine
 from lewm_fast.planning.solvers import CEM, ICEM, MPPI
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machines run several jobs on 2 cores: OpenMP barriers between busy threads make
-    # small ops 100x slower, so these small-shape tests run single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(H=1, seed=0):

@@ -19,12 +19,7 @@ from lewm_fast.model import LeWMConfig
 from lewm_fast.planner import Planner
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # shared 2-core machines: see test_planner.py
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

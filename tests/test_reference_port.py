@@ -21,12 +21,7 @@ from bench.reference_port import ReferencePortCEM  # noqa: E402
 KW = dict(num_samples=64, n_steps=6, topk=8, var_scale=1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _package_solver(ref_model, seed, n_envs, env_action_dim):
