@@ -3,8 +3,9 @@
     python -m lewm_fast.demo                 # shipped TwoRoom checkpoint if present, else the CPU recipe
     python -m lewm_fast.demo --recipe        # always run the CPU recipe: collect -> train -> evaluate
 
-The CPU recipe (about 15 minutes on 2 cores) collects TwoRoom expert episodes at 64 px, trains the
-`small` preset (1.9 M parameters) on them, and evaluates it. Evaluation follows the paper's protocol
+The CPU recipe (about 6 minutes on 2 cores: results/tworoom-recipe-demo.json) collects TwoRoom expert
+episodes at 64 px, trains the `small` preset (1.9 M parameters) on them, and evaluates it; the shipped
+`tworoom` checkpoint is its output. Evaluation follows the paper's protocol
 (goal 25 steps ahead, budget 50, replan every 5 blocks, CEM 300 x 10) on start/goal pairs made by the
 env's own expert, so no dataset is needed; the random policy runs on the same pairs.
 """
