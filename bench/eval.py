@@ -63,11 +63,6 @@ def synthetic_inputs(env: str, workdir: Path, episodes: int = 4, steps: int = 80
     return str(ckpt), str(data)
 
 
-def _rows_pixels(ds, rows: np.ndarray) -> np.ndarray:
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    return ds.pixels(uniq)[inverse]
-
-
 def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples, iterations, budget=50,
                          receding_horizon=5, seed=42, force_port=False) -> dict:
     from bench.cem import Reference
@@ -92,7 +87,7 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
 
     envs = [make(env_name) for _ in range(n)]
     states = ds.cache["state"]
-    goal_px = _rows_pixels(ds, goals)
+    goal_px = ds.pixels(goals)
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
         e.set_state(states[starts[i]])

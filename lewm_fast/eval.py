@@ -39,15 +39,6 @@ def sample_pairs(ep_len: np.ndarray, ep_offset: np.ndarray, num_eval: int, goal_
     return starts, starts + goal_offset
 
 
-def _read_pixels(ds, rows: np.ndarray) -> np.ndarray:
-    order = np.argsort(rows)
-    uniq, inverse = np.unique(rows[order], return_inverse=True)
-    px = ds.pixels(uniq)[inverse]
-    out = np.empty_like(px)
-    out[order] = px
-    return out
-
-
 def _episode_end(ds, rows: np.ndarray) -> np.ndarray:
     ep = np.searchsorted(ds.ep_offset, rows, side="right") - 1
     return ds.ep_offset[ep] + ds.ep_len[ep]
@@ -57,7 +48,7 @@ def dataset_pairs(ds, num_eval: int, goal_offset: int, seed: int) -> dict:
     """Spec C.4 start/goal pairs from a dataset: states, goal frames, and the rows they came from."""
     starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, goal_offset, seed)
     states = ds.cache["state"]
-    return {"start_states": states[starts], "goal_states": states[goals], "goal_pixels": _read_pixels(ds, goals),
+    return {"start_states": states[starts], "goal_states": states[goals], "goal_pixels": ds.pixels(goals),
             "replay_actions": [ds.cache["action"][r:end] for r, end in zip(starts, _episode_end(ds, starts))],
             "start_rows": starts.tolist(), "goal_rows": goals.tolist()}
 

@@ -91,7 +91,7 @@ class EpisodeFile:
         self._pid = None
 
     def pixels(self, rows) -> np.ndarray:
-        """Frames at the given global rows, (n, H, W, 3) uint8."""
+        """Frames at the given global rows (any order, repeats allowed), (n, H, W, 3) uint8."""
         if self._h5 is None or self._pid != os.getpid():   # one handle per (worker) process
             self._h5 = open_h5(self.path)
             self._pid = os.getpid()
