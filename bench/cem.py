@@ -31,11 +31,6 @@ import numpy as np
 import torch
 
 from bench.common import REPORTS, device_tag, environment, write_report
-
-try:  # load Triton's LLVM before any MuJoCo EGL context: importing it afterwards segfaults (Mesa llvmpipe)
-    import triton  # noqa: F401
-except ImportError:
-    pass
 from bench.flops import dinowm_solve_flops, lewm_solve_flops
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,10 +32,6 @@ import torch.nn.functional as F
 
 from bench.common import REPORTS, device_tag, environment, write_report
 
-try:  # load Triton's LLVM before any MuJoCo EGL context: importing it afterwards segfaults (Mesa llvmpipe)
-    import triton  # noqa: F401
-except ImportError:
-    pass
 
 ROOT = Path(__file__).resolve().parents[1]
 
