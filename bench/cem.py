@@ -32,10 +32,11 @@ import torch
 
 from bench.common import REPORTS, device_tag, environment, write_report
 from bench.flops import dinowm_solve_flops, lewm_solve_flops
+from lewm_fast.eval import DEFAULT_ITERATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-# env -> (env action dim, CEM iterations) per spec C.3; frameskip (action block) 5 everywhere
-ENVS = {"pusht": (2, 30), "tworoom": (2, 10), "reacher": (2, 10), "cube": (5, 10)}
+# env -> env action dim; frameskip (action block) 5 everywhere; CEM iterations as lewm_fast.eval (spec C.3)
+ENVS = {"pusht": 2, "tworoom": 2, "reacher": 2, "cube": 5}
 FRAMESKIP = 5
 
 
@@ -80,7 +81,7 @@ def build_model(env: str, checkpoint: str | None, device, seed: int = 0, tiny: b
         return load_checkpoint(checkpoint, device="cpu").model.eval(), f"checkpoint {checkpoint}"
     torch.manual_seed(seed)
     make_cfg = LeWMConfig.tiny if tiny else LeWMConfig
-    model = LeWM(make_cfg(env_action_dim=ENVS[env][0], frameskip=FRAMESKIP))
+    model = LeWM(make_cfg(env_action_dim=ENVS[env], frameskip=FRAMESKIP))
     for blk in model.predictor.transformer.layers:
         blk.adaLN_modulation[1].reset_parameters()
     return model.eval(), f"random weights{' (tiny config)' if tiny else ''} (seed {seed}; AdaLN linears re-initialised)"
@@ -180,7 +181,7 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = device.type == "cpu"
-    E, default_iters = ENVS[args.env]
+    E, default_iters = ENVS[args.env], DEFAULT_ITERATIONS.get(args.env, 10)
     iters = args.iterations or (3 if args.quick else default_iters)
     S, K = args.samples, args.topk
     batches = [int(b) for b in (args.batches or ("1,8" if args.quick else "1,4" if cpu else "1,50")).split(",")]
