@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import action_blocks
+
 CONDITIONS = ("normal", "teleport", "colour")
 DEFAULT_TINT = (1.0, 0.55, 0.55)   # multiplicative RGB factors: a clearly visible red cast
 
@@ -47,20 +49,6 @@ class Trajectory:
 # ----------------------------------------------------------------------------------------------
 # Inputs in the model's format
 # ----------------------------------------------------------------------------------------------
-def action_blocks(raw_actions: np.ndarray, frameskip: int, mean=None, std=None) -> np.ndarray:
-    """(L, A) raw actions -> (ceil(L / fs), fs * A) blocks: z-score per raw dim, NaN -> 0, then group
-    `frameskip` consecutive actions (block k leaves frame k). A final partial block is zero-padded."""
-    a = np.asarray(raw_actions, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"raw actions must be (L, action_dim), got shape {a.shape}")
-    if mean is not None:
-        a = (a - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
-    a = np.nan_to_num(a, nan=0.0)
-    n = -(-len(a) // frameskip)
-    pad = np.zeros((n * frameskip - len(a), a.shape[1]))
-    return np.concatenate([a, pad]).reshape(n, frameskip * a.shape[1]).astype(np.float32)
-
-
 def _as_chw(frames) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
     if x.ndim != 4:

@@ -30,6 +30,21 @@ def _clip_starts(ep_len: np.ndarray, ep_offset: np.ndarray, span: int) -> np.nda
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
+def action_blocks(raw_actions: np.ndarray, frameskip: int, mean=None, std=None) -> np.ndarray:
+    """(L, A) raw actions -> (ceil(L / fs), fs * A) model action blocks: z-score per raw dim, NaN -> 0, then
+    group `frameskip` consecutive actions (block k leaves frame k); a final partial block is zero-padded.
+    The one definition used by training clips and the science tools."""
+    a = np.asarray(raw_actions, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"raw actions must be (L, action_dim), got shape {a.shape}")
+    if mean is not None:
+        a = (a - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+    a = np.nan_to_num(a, nan=0.0)
+    n = -(-len(a) // frameskip)
+    pad = np.zeros((n * frameskip - len(a), a.shape[1]))
+    return np.concatenate([a, pad]).reshape(n, frameskip * a.shape[1]).astype(np.float32)
+
+
 def fit_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     """Per-dimension mean/std over rows, NaN rows dropped; std floored so constant dims stay finite."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -153,9 +168,10 @@ class ClipDataset(torch.utils.data.Dataset):
         s = int(self.starts[i])
         frames = s + self.frameskip * np.arange(self.num_steps)
         px = self.src.pixels(frames)
-        act = np.nan_to_num(self.normalize("action", self.src.cache["action"][s:s + self.span]), nan=0.0)
+        st = self.stats["action"]
+        act = action_blocks(self.src.cache["action"][s:s + self.span], self.frameskip, st["mean"], st["std"])
         out = {"pixels": torch.from_numpy(np.ascontiguousarray(px.transpose(0, 3, 1, 2))),
-               "action": torch.from_numpy(act.reshape(self.num_steps, -1).astype(np.float32))}
+               "action": torch.from_numpy(act)}
         for c in self.columns:
             out[c] = torch.from_numpy(self.normalize(c, self.src.cache[c][frames]).astype(np.float32))
         return out
