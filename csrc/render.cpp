@@ -537,13 +537,16 @@ struct PushTRenderer {
   }
 
   // contacts: n_contacts rows of (ax, ay, bx, by) marker endpoints; rows with NaN are skipped.
-  void render(const double* st, const PushTParams& p, const double* contacts, int64_t n_contacts, uint8_t* out) {
+  // colours: nullptr, or a whole kNumPushT palette whose background and wall entries equal the defaults
+  // (the empty frame is resampled once with those); only the moving objects change colour.
+  void render(const double* st, const PushTParams& p, const double* contacts, int64_t n_contacts, uint8_t* out,
+              const Palette* colours = nullptr) {
     cv.clear_tracked();
     cv.track = true;
     draw_pusht_objects(cv, st, p);
     cv.track = false;
     draw_walls(cv);  // restores wall pixels the clear or the objects touched
-    pal = pusht_palette();
+    pal = colours ? *colours : pusht_palette();
     if (n_contacts > 0) {
       cv.track = true;
       BlendedCanvas bc{cv, pal};
@@ -603,7 +606,8 @@ std::vector<uint8_t> tworoom_background() {
 // is rounded explicitly (exact double product/sum, then a cast) so no compiler contraction into fused
 // multiply-adds can change which pixels truncate to 254. Beyond 2*sigma^2*20 in squared distance
 // alpha < 3e-9 leaves every channel at its background value, so only a box around the dot is blended.
-void draw_tworoom(const std::vector<uint8_t>& background, double px, double py, float radius, uint8_t* out) {
+void draw_tworoom(const std::vector<uint8_t>& background, double px, double py, float radius,
+                  const std::array<int, 3>& colour, uint8_t* out) {
   const int n = kTwoRoomSize;
   std::memcpy(out, background.data(), background.size());
   const float fx = static_cast<float>(px), fy = static_cast<float>(py);
@@ -629,8 +633,8 @@ void draw_tworoom(const std::vector<uint8_t>& background, double px, double py, 
       uint8_t* o = out + (static_cast<size_t>(y) * n + x) * 3;
       const float bg = o[1];  // background is grey-level: white floor/door or black wall
       const float base = f32(double(bg) * f32(1.0 - a));
-      o[0] = static_cast<uint8_t>(f32(double(base) + f32(255.0 * a)));
-      o[1] = o[2] = static_cast<uint8_t>(base);
+      // the reference's red (255, 0, 0) gives base + 255 a, base, base; other colours blend the same way
+      for (int ch = 0; ch < 3; ++ch) o[ch] = static_cast<uint8_t>(f32(double(base) + f32(double(colour[ch]) * a)));
     }
   }
 }
@@ -660,7 +664,8 @@ void parallel_frames(int64_t n, int threads, Fn&& fn) {
 using StateArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 py::array_t<uint8_t> render_pusht(StateArray states, int size, py::array_t<double, py::array::forcecast> goal_pose,
-                                  bool draw_goal, std::optional<StateArray> contacts, int threads) {
+                                  bool draw_goal, std::optional<StateArray> contacts, int threads,
+                                  std::optional<py::array_t<int, py::array::c_style | py::array::forcecast>> palette) {
   if (states.ndim() != 2 || states.shape(1) < 5)
     throw std::invalid_argument("states must have shape (N, >=5): agent xy, block xy, block angle");
   if (size < 2 || size > 4096) throw std::invalid_argument("size must be in [2, 4096], got " + std::to_string(size));
@@ -674,6 +679,21 @@ py::array_t<uint8_t> render_pusht(StateArray states, int size, py::array_t<doubl
     contact_data = contacts->data();
     per_frame = contacts->shape(1);
   }
+  std::optional<Palette> colours;
+  if (palette) {
+    if (palette->ndim() != 2 || palette->shape(0) != kNumPushT || palette->shape(1) != 3)
+      throw std::invalid_argument("palette must have shape (" + std::to_string(kNumPushT) + ", 3)");
+    colours = Palette(kNumPushT);
+    for (int i = 0; i < kNumPushT; ++i)
+      for (int ch = 0; ch < 3; ++ch) {
+        const int v = palette->at(i, ch);
+        if (v < 0 || v > 255) throw std::invalid_argument("palette entries must be in [0, 255]");
+        (*colours)[i][ch] = v;
+      }
+    if ((*colours)[kBg] != pusht_palette()[kBg] || (*colours)[kWall] != pusht_palette()[kWall])
+      throw std::invalid_argument("palette: background and wall colours cannot change (objects only)");
+  }
+  const Palette* colours_ptr = colours ? &*colours : nullptr;
   const double* g = goal_pose.data();
   const PushTParams params{g[0], g[1], g[2], draw_goal};
   py::array_t<uint8_t> out({n, static_cast<int64_t>(size), static_cast<int64_t>(size), static_cast<int64_t>(3)});
@@ -688,13 +708,15 @@ py::array_t<uint8_t> render_pusht(StateArray states, int size, py::array_t<doubl
       if (!renderer || renderer->size != size) renderer = std::make_unique<PushTRenderer>(size);
       for (int64_t i = lo; i < hi; ++i)
         renderer->render(src + i * stride, params, contact_data ? contact_data + i * per_frame * 4 : nullptr, per_frame,
-                         dst + i * frame_bytes);
+                         dst + i * frame_bytes, colours_ptr);
     });
   }
   return out;
 }
 
-py::array_t<uint8_t> render_tworoom(StateArray states, double radius, int threads) {
+py::array_t<uint8_t> render_tworoom(StateArray states, double radius, int threads, std::array<int, 3> colour) {
+  for (int v : colour)
+    if (v < 0 || v > 255) throw std::invalid_argument("colour entries must be in [0, 255]");
   if (states.ndim() != 2 || states.shape(1) < 2)
     throw std::invalid_argument("states must have shape (N, >=2): agent x, y");
   if (!(radius > 0)) throw std::invalid_argument("radius must be positive");
@@ -708,7 +730,7 @@ py::array_t<uint8_t> render_tworoom(StateArray states, double radius, int thread
     static const std::vector<uint8_t> background = tworoom_background();
     parallel_frames(n, threads, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i)
-        draw_tworoom(background, src[i * stride], src[i * stride + 1], static_cast<float>(radius), dst + i * s * s * 3);
+        draw_tworoom(background, src[i * stride], src[i * stride + 1], static_cast<float>(radius), colour, dst + i * s * s * 3);
     });
   }
   return out;
@@ -719,11 +741,13 @@ py::array_t<uint8_t> render_tworoom(StateArray states, double radius, int thread
 void register_render(py::module_& m) {
   m.def("render_pusht", &render_pusht, py::arg("states"), py::arg("size"),
         py::arg("goal_pose"), py::arg("draw_goal") = true,
-        py::arg("contacts") = py::none(), py::arg("threads") = 0,
+        py::arg("contacts") = py::none(), py::arg("threads") = 0, py::arg("palette") = py::none(),
         "Render PushT states (N, >=5) to (N, size, size, 3) uint8; contacts (N, K, 4) marker segments or None; "
-        "size 512 returns the raw canvas.");
+        "palette: None or (7, 3) colours (bg, goal, agent rim, agent fill, block fill, block rim, wall; bg and "
+        "wall fixed); size 512 returns the raw canvas.");
   m.def("render_tworoom", &render_tworoom, py::arg("states"), py::arg("radius") = 7.0, py::arg("threads") = 0,
-        "Render TwoRoom agent positions (N, >=2) to (N, 224, 224, 3) uint8.");
+        py::arg("colour") = std::array<int, 3>{255, 0, 0},
+        "Render TwoRoom agent positions (N, >=2) to (N, 224, 224, 3) uint8; colour: the agent's RGB.");
 }
 
 }  // namespace lewm

@@ -52,14 +52,14 @@ def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True,
-                resolution: int | None = None) -> dict:
+                resolution: int | None = None, policy_noise: float | None = None) -> dict:
     """Roll out one episode; returns the HDF5 columns (pixels, action, state, proprio, goal_state)."""
     from lewm_fast.policies import make_policy
 
     env = _env(env_name)
     s = episode_seed(seed, index)
     obs, info = env.reset(seed=s)
-    policy = make_policy(env_name, env, seed=s)
+    policy = make_policy(env_name, env, seed=s, noise=policy_noise)
     policy.reset(obs, info)
     frames, states, proprios, actions = [env.render()], [obs["state"]], [obs["proprio"]], []
     done = stop_on_success and bool(info.get("success", False))
@@ -95,7 +95,8 @@ def _run_episode_star(args):
 
 def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, max_steps: int | None = None,
             append: bool = False, stop_on_success: bool = True, progress: bool = True,
-            compression: str | None = "lzf", resolution: int | None = None) -> int:
+            compression: str | None = "lzf", resolution: int | None = None,
+            policy_noise: float | None = None) -> int:
     """Write `episodes` new episodes to `out`; returns the file's episode count."""
     import lewm_fast
     from lewm_fast.data import HDF5Writer
@@ -112,16 +113,17 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
         raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
     from lewm_fast.policies import make_policy
     probe_env = _env(env)  # fail fast (unknown env or policy) before any file is touched
-    policy_name = type(make_policy(env, probe_env, seed=0)).__name__
+    policy_name = type(make_policy(env, probe_env, seed=0, noise=policy_noise)).__name__
     if resolution is not None and resolution < 8:
         raise ValueError(f"--resolution must be >= 8, got {resolution}")
     metadata = {"env": env, "policy": policy_name, "seed": seed, "max_steps": max_steps,
-                "resolution": resolution or 0,
+                "resolution": resolution or 0, "policy_noise": -1.0 if policy_noise is None else policy_noise,
                 "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__}
     compression = None if compression in (None, "none") else compression
     with HDF5Writer(out, mode="a" if append else "w", metadata=metadata, compression=compression) as writer:
         start = writer.num_episodes
-        jobs = [(env, seed, i, max_steps, stop_on_success, resolution) for i in range(start, start + episodes)]
+        jobs = [(env, seed, i, max_steps, stop_on_success, resolution, policy_noise)
+                for i in range(start, start + episodes)]
         bar = tqdm(total=episodes, desc=f"collect {env}", unit="ep", disable=not progress)
         if workers == 1:
             results = map(_run_episode_star, jobs)
@@ -159,10 +161,13 @@ def main(argv=None) -> int:
                     help="keep going after the env reports success")
     ap.add_argument("--resolution", type=int, default=None,
                     help="store frames resized to this many pixels (default: the env's 224); for small models")
+    ap.add_argument("--policy-noise", type=float, default=None,
+                    help="Gaussian action-noise std added by the scripted policy at every step (PushT expert; "
+                         "default: the policy's own, 0 for PushT). Noisy data shows the model off-expert actions")
     args = ap.parse_args(argv)
     n = collect(args.env, args.episodes, args.out, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
                 append=args.append, stop_on_success=args.stop_on_success, compression=args.compression,
-                resolution=args.resolution)
+                resolution=args.resolution, policy_noise=args.policy_noise)
     print(f"{args.out}: {n} episodes")
     return 0
 

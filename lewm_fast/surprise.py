@@ -13,7 +13,10 @@ Three conditions per episode, identical up to the perturbation at model step K (
             replayed through the physics and frames rendered. So frames before K are the normal ones and
             everything after K is physically consistent; only the jump itself violates the dynamics.
             Without an env (`teleport="splice"`), frames and actions from K on come from another episode.
-- colour:   the normal frames with a per-channel tint from step K on; physics unchanged.
+- colour:   from step K on, the objects drawn in other colours by the env's own renderer (PushT: block and
+            agent; TwoRoom: the agent), physics and positions unchanged: frame = recorded frame + (recoloured
+            render - default render) of the recorded state, so everything else (contact markers, resizing)
+            stays as recorded. `--colour tint` instead multiplies whole frames by an RGB tint.
 
     python -m lewm_fast.surprise --env pusht --checkpoint run/model.safetensors [--dataset pusht.h5]
 """
@@ -33,6 +36,8 @@ from .data import action_blocks
 
 CONDITIONS = ("normal", "teleport", "colour")
 DEFAULT_TINT = (1.0, 0.55, 0.55)   # multiplicative RGB factors: a clearly visible red cast
+# object recolouring per env (outline colours; chosen once, far from the defaults, not tuned on results)
+OBJECT_COLOURS = {"pusht": {"block": (200, 80, 60), "agent": (230, 160, 30)}, "tworoom": {"agent": (40, 90, 230)}}
 
 
 @dataclass
@@ -160,6 +165,33 @@ def tint_frames(frames: np.ndarray, start: int, factors=DEFAULT_TINT) -> np.ndar
         raise ValueError(f"tint needs 3 non-negative RGB factors, got {factors}")
     out = np.array(frames, copy=True)
     out[start:] = np.clip(out[start:].astype(np.float32) * f, 0, 255).round().astype(np.uint8)
+    return out
+
+
+def recolour_frames(env, traj: Trajectory, start: int, frameskip: int, colours: dict) -> np.ndarray:
+    """traj.frames with frames[start:] showing the objects in `colours` (env.colours semantics): each frame
+    gets the difference between the env's recoloured and default renders of its recorded state, so only
+    object pixels change and physics, positions and everything else are the recording's."""
+    if traj.states is None:
+        raise ValueError("object recolouring needs the recorded states (a dataset with a 'state' column, or "
+                         "env-rolled episodes); use --colour tint otherwise")
+    if not hasattr(env, "colours"):
+        raise ValueError(f"{type(env).__name__} cannot recolour objects; use --colour tint")
+    out = np.array(traj.frames, copy=True)
+    for t in range(start, len(out)):
+        state = traj.states[t * frameskip]
+        try:
+            env.set_state(state, settle=False)   # exact placement: the same state for both renders
+        except TypeError:
+            env.set_state(state)
+        env.colours = None
+        default = fit_frames(env.render()[None], out.shape[1:])[0].astype(np.int16)
+        env.colours = colours
+        try:
+            recoloured = fit_frames(env.render()[None], out.shape[1:])[0].astype(np.int16)
+        finally:
+            env.colours = None
+        out[t] = np.clip(out[t].astype(np.int16) + recoloured - default, 0, 255).astype(np.uint8)
     return out
 
 
@@ -367,12 +399,14 @@ def env_trajectories(env_name: str, n_episodes: int, n_steps: int, frameskip: in
 # ----------------------------------------------------------------------------------------------
 def run_experiment(model, trajs: list[Trajectory], k: int, action_stats: dict | None, env=None,
                    teleport: str = "env", tint=DEFAULT_TINT, seed: int = 0, history: int | None = None,
-                   precision: str = "fp32", progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+                   precision: str = "fp32", progress: bool = True,
+                   object_colours: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Surprise series of every trajectory under the three conditions.
 
     Returns ({condition: (episodes, n) array}, diagnostics), all trajectories cut to a common length n.
     teleport='env' needs `env` (teleport targets are states from fresh resets of the env); 'splice' takes the
-    continuation from another trajectory. diagnostics["render_mismatch"]: per episode, the mean |difference|
+    continuation from another trajectory. object_colours: the colour condition recolours objects through `env`
+    (recolour_frames) instead of tinting whole frames. diagnostics["render_mismatch"]: per episode, the mean |difference|
     (grey levels) between the env's re-render of the recorded state at step K and the recorded frame, i.e.
     how far teleported frames could differ in style from the data for reasons other than the teleport."""
     from tqdm import tqdm
@@ -383,8 +417,8 @@ def run_experiment(model, trajs: list[Trajectory], k: int, action_stats: dict | 
                          f"(shortest episode has {n} model steps)")
     if teleport == "splice" and len(trajs) < 2:
         raise ValueError("teleport='splice' needs at least 2 episodes")
-    if teleport == "env" and env is None:
-        raise ValueError("teleport='env' needs an env")
+    if (teleport == "env" or object_colours) and env is None:
+        raise ValueError("teleport='env' and object recolouring need an env")
     trajs = [Trajectory(t.frames[:n], t.raw_actions[:(n - 1) * fs + 1], t.states, t.source) for t in trajs]
     rng = np.random.default_rng(seed)
     series = {c: [] for c in CONDITIONS}
@@ -401,8 +435,10 @@ def run_experiment(model, trajs: list[Trajectory], k: int, action_stats: dict | 
         else:
             other = trajs[(i + 1 + int(rng.integers(len(trajs) - 1))) % len(trajs)]
             tele = teleport_by_splice(tr, other, k, fs, start=int(rng.integers(0, len(other.frames) - (n - k) + 1)))
+        coloured = (recolour_frames(env, tr, k, fs, object_colours) if object_colours
+                    else tint_frames(tr.frames, k, tint))
         cond_traj = {"normal": tr, "teleport": tele,
-                     "colour": Trajectory(tint_frames(tr.frames, k, tint), tr.raw_actions, tr.states, tr.source)}
+                     "colour": Trajectory(coloured, tr.raw_actions, tr.states, tr.source)}
         for c, t in cond_traj.items():
             series[c].append(trajectory_surprise(model, t, action_stats, history=history, precision=precision))
     return {c: np.stack(v) for c, v in series.items()}, {"render_mismatch": np.asarray(mismatch)}
@@ -421,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teleport", choices=["env", "splice"], default="env",
                    help="env: set_state to a fresh reset state and replay the actions; splice: continue with "
                         "another episode's frames (no env needed, dataset only)")
+    p.add_argument("--colour", choices=["auto", "objects", "tint"], default="auto",
+                   help="colour change: objects = recolour objects through the env's renderer (PushT, TwoRoom); "
+                        "tint = multiply whole frames by --tint; auto = objects where the env can, else tint")
+    p.add_argument("--object-colours", default=None,
+                   help=f"JSON of object -> RGB for --colour objects (default per env: {OBJECT_COLOURS})")
     p.add_argument("--tint", default=",".join(map(str, DEFAULT_TINT)), help="RGB factors of the colour change")
     p.add_argument("--history", type=int, default=None, help="context frames per prediction (default num_frames)")
     p.add_argument("--out", default="surprise_out", help="output folder for surprise.json and surprise.png")
@@ -457,11 +498,24 @@ def main(argv: list[str] | None = None) -> dict:
         tint = ()
     if len(tint) != 3 or min(tint) < 0:
         raise SystemExit(f"--tint needs three non-negative RGB factors like 1,0.55,0.55; got {args.tint!r}")
+    env_name = args.env.lower()
+    mode = args.colour if args.colour != "auto" else ("objects" if env_name in OBJECT_COLOURS else "tint")
+    object_colours = None
+    if mode == "objects":
+        if env_name not in OBJECT_COLOURS:
+            raise SystemExit(f"--colour objects: {args.env} cannot recolour objects (only {sorted(OBJECT_COLOURS)}); "
+                             "use --colour tint")
+        try:
+            object_colours = json.loads(args.object_colours) if args.object_colours else OBJECT_COLOURS[env_name]
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--object-colours is not valid JSON ({e}): {args.object_colours!r}")
+        if not isinstance(object_colours, dict) or not object_colours:
+            raise SystemExit(f"--object-colours must be a JSON object like {json.dumps(OBJECT_COLOURS[env_name])}")
     env = None
     if args.dataset:
         from .data import EpisodeFile, split_episodes
         src = EpisodeFile(args.dataset)
-        if args.teleport == "env":
+        if args.teleport == "env" or object_colours:
             env = make_env_like(args.env, src.image_shape[0])
         held_out = split_episodes(len(src.ep_len))[1]   # train.py's default split: prefer episodes it did not train on
         trajs = dataset_trajectories(args.dataset, cfg.frameskip, args.episodes, k + 2, args.seed, prefer=held_out)
@@ -473,18 +527,21 @@ def main(argv: list[str] | None = None) -> dict:
     if trajs[0].raw_actions.shape[1] != cfg.env_action_dim:
         raise SystemExit(f"episodes have {trajs[0].raw_actions.shape[1]}-d actions; the model expects {cfg.env_action_dim}")
     series, diag = run_experiment(model, trajs, k, stats, env=env, teleport=args.teleport, tint=tint, seed=args.seed,
-                                  history=args.history, precision=args.precision, progress=not args.no_progress)
+                                  history=args.history, precision=args.precision, progress=not args.no_progress,
+                                  object_colours=object_colours)
     mismatch = diag["render_mismatch"]
     summary = summarize(series, k)
     out = Path(args.out)
     result = {"env": args.env, "checkpoint": str(args.checkpoint), "dataset": args.dataset, "perturb_step": k,
               "frameskip": cfg.frameskip, "history": args.history or cfg.num_frames, "teleport": args.teleport,
-              "tint": tint, "seed": args.seed, "episodes": [t.source for t in trajs],
+              "colour_change": mode, "object_colours": object_colours, "tint": tint if mode == "tint" else None,
+              "seed": args.seed, "episodes": [t.source for t in trajs],
               "surprise_definition": "mean over latent dims of (predicted - encoded next frame)^2",
               "render_mismatch_mean_abs": float(mismatch.mean()) if len(mismatch) else None,
               "summary": summary, "series": {c: s.tolist() for c, s in series.items()}}
     atomic_write(out / "surprise.json", lambda tmp: Path(tmp).write_text(json.dumps(json_safe(result), indent=1, allow_nan=False)))
-    plot_surprise(series, k, out / "surprise.png", title=f"{args.env}: surprise, {len(trajs)} episodes (tint {args.tint}, teleport: {args.teleport})")
+    plot_surprise(series, k, out / "surprise.png", title=f"{args.env}: surprise, {len(trajs)} episodes (colour: "
+                  f"{'objects' if object_colours else 'tint ' + args.tint}, teleport: {args.teleport})")
     print(format_table(summary, k))
     if len(mismatch):
         print(f"renderer check: env re-render vs recorded frame, mean |diff| = {mismatch.mean():.3f} grey levels"

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -96,3 +97,16 @@ def test_collect_bench_reports_throughput(monkeypatch, tmp_path):
     res = bc.main(["--env", "tworoom", "--episodes", "3", "--workers", "1"])
     assert res["episodes"] == 3 and res["frames"] >= 3 and res["episodes_per_min"] > 0
     assert written["result"] == res and written["environment"]["torch"]
+
+
+def test_cost_ranking_replays_the_expert_exactly():
+    """bench.cost_ranking on the shipped TwoRoom model: the expert's own actions replayed from the start state
+    reach the goal exactly (the env is deterministic), and the report's ranks and correlations are in range."""
+    from bench.cost_ranking import rank_pairs, true_distance
+    rep = rank_pairs("lewm_fast/pretrained/tworoom.safetensors", "tworoom", num_pairs=2, num_candidates=6,
+                     progress=False)
+    for row in rep["per_pair"]:
+        assert row["expert_true"] < 1e-6
+        assert 0 <= row["expert_rank_planned"] < 6 and -1 <= row["spearman_planned"] <= 1
+    s, g = np.array([10.0, 20, 30, 40, 0.0]), np.array([10.0, 20, 30, 52, np.pi / 9])
+    assert true_distance("pusht", s, g) == pytest.approx(np.hypot(12 / 20, 1.0))

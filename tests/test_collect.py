@@ -59,3 +59,21 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError):
         collect("tworoom", 0, str(tmp_path / "x.h5"), progress=False)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_policy_noise_is_recorded_and_changes_only_the_actions(tmp_path):
+    """--policy-noise: the PushT expert adds N(0, s^2) to its actions; s = 0 reproduces the default file."""
+    from lewm_fast.data import open_h5
+    plain, zero, noisy = tmp_path / "plain.h5", tmp_path / "zero.h5", tmp_path / "noisy.h5"
+    collect("pusht", 2, str(plain), seed=4, workers=1, max_steps=12, progress=False, resolution=32)
+    collect("pusht", 2, str(zero), seed=4, workers=1, max_steps=12, progress=False, resolution=32, policy_noise=0.0)
+    collect("pusht", 2, str(noisy), seed=4, workers=1, max_steps=12, progress=False, resolution=32, policy_noise=0.3)
+    with open_h5(plain) as a, open_h5(zero) as b, open_h5(noisy) as c:
+        np.testing.assert_array_equal(a["action"][:], b["action"][:])
+        assert c.attrs["policy_noise"] == 0.3 and a.attrs["policy_noise"] == -1.0
+        diff = c["action"][:10] - a["action"][:10]     # first episode's actions (12 steps each)
+        assert np.abs(diff).max() > 0.05 and np.abs(c["action"][:10]).max() <= 1.0
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        collect("pusht", 1, str(tmp_path / "bad.h5"), progress=False, policy_noise=-1.0)
+    with pytest.raises(ValueError, match="no action-noise setting"):
+        collect("reacher", 1, str(tmp_path / "bad2.h5"), progress=False, policy_noise=0.1)

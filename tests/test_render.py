@@ -151,3 +151,39 @@ def test_tworoom_pixel_parity_with_reference(reference):
         frames.append(env.render())
     diff = np.abs(render_tworoom(pos.astype(np.float64)).astype(np.int16) - np.array(frames).astype(np.int16))
     assert diff.mean() <= 0.01 and diff.max() <= 1  # float32 exp rounding may differ by one ulp
+
+
+def test_pusht_object_recolouring_changes_only_object_pixels():
+    """On the raw 512 canvas (no resampling) every pixel of the block's outline / fill and the agent's rim /
+    fill colour takes the new colour (fill = outline * 1.2, capped), and every other pixel is unchanged."""
+    from lewm_fast.envs.render import PUSHT_COLOURS, pusht_palette
+    states = random_pusht_states(6, seed=3)
+    new = {"block": (200, 80, 60), "agent": (40, 160, 40)}
+    fill = lambda c: tuple(min(255, int(np.floor(x * 1.2 + 0.5))) for x in c)   # noqa: E731
+    a = render_pusht(states, size=512)
+    b = render_pusht(states, size=512, colours=new)
+    mapping = {PUSHT_COLOURS["block"]: new["block"], fill(PUSHT_COLOURS["block"]): fill(new["block"]),
+               PUSHT_COLOURS["agent"]: new["agent"], fill(PUSHT_COLOURS["agent"]): fill(new["agent"])}
+    expected = a.copy()
+    for old, nc in mapping.items():
+        expected[(a == old).all(-1)] = nc
+    assert (b == expected).all()
+    assert (a != b).any(-1).sum() > 6 * 3000          # the block and agent really moved colour
+    assert (render_pusht(states, size=224, colours={}) == render_pusht(states, size=224)).all()
+    assert pusht_palette(None) is None
+    with pytest.raises(ValueError, match="unknown PushT objects"):
+        render_pusht(states, size=64, colours={"wall": (0, 0, 0)})
+    with pytest.raises(ValueError, match="3 integers"):
+        render_pusht(states, size=64, colours={"block": (0, 0, 300)})
+
+
+def test_tworoom_agent_colour():
+    pos = np.array([[60.0, 120.0], [150.0, 40.0]])
+    red = render_tworoom(pos)
+    assert (render_tworoom(pos, colour=(255, 0, 0)) == red).all()
+    blue = render_tworoom(pos, colour=(0, 0, 255))
+    # same alpha mask, channels swapped: R and B exchange where the dot is drawn
+    assert (blue[..., 0] == red[..., 2]).all() and (blue[..., 2] == red[..., 0]).all()
+    assert (blue != red).any(-1).sum() > 100
+    with pytest.raises(ValueError, match="colour must be"):
+        render_tworoom(pos, colour=(0, 0))

@@ -239,8 +239,9 @@ def test_cli_dataset_with_env_teleport_at_dataset_resolution(tmp_path, checkpoin
 
 def test_cli_dataset_splice(tmp_path, checkpoint, synthetic):
     out = tmp_path / "out"
+    # synthetic states are not PushT states, so the colour change is the whole-frame tint here
     main(["--env", "pusht", "--checkpoint", checkpoint, "--dataset", synthetic, "--teleport", "splice",
-          "--episodes", "4", "--perturb-step", "3", "--out", str(out), "--no-progress"])
+          "--colour", "tint", "--episodes", "4", "--perturb-step", "3", "--out", str(out), "--no-progress"])
     data = json.loads((out / "surprise.json").read_text())
     assert len(data["episodes"]) == 4 and data["perturb_step"] == 3
     _assert_png(out / "surprise.png")
@@ -266,3 +267,42 @@ def _assert_png(path):
     img = mpimg.imread(path)
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
     assert img[..., :3].std() > 0.05   # not a blank canvas
+
+
+def test_object_recolouring_keeps_positions_and_everything_else():
+    """recolour_frames: frames before K untouched; from K on, exactly the object pixels of each recorded state
+    change, to what the env renders with the new colours; physics (states) untouched."""
+    from lewm_fast.envs import make
+    from lewm_fast.surprise import OBJECT_COLOURS, env_trajectories, recolour_frames
+    env = make("pusht")
+    tr = env_trajectories("pusht", 1, 6, 5, seed=3, env=env)[0]
+    out = recolour_frames(env, tr, 2, 5, OBJECT_COLOURS["pusht"])
+    assert (out[:2] == tr.frames[:2]).all()
+    for t in range(2, 6):
+        env.set_state(tr.states[t * 5], settle=False)
+        default = env.render()
+        env.colours = OBJECT_COLOURS["pusht"]
+        recol = env.render()
+        env.colours = None
+        changed = (out[t] != tr.frames[t]).any(-1)
+        assert changed.sum() > 500
+        assert (changed <= (recol != default).any(-1)).all()     # only where the object colours differ
+        same = (tr.frames[t] == default).all(-1)                   # away from contact markers: the new render
+        assert (out[t][same] == recol[same]).all()
+    assert env.colours is None
+    with pytest.raises(ValueError, match="recorded states"):
+        recolour_frames(env, Trajectory(tr.frames, tr.raw_actions, None), 2, 5, OBJECT_COLOURS["pusht"])
+
+
+def test_cli_object_colour_default_and_tint_option(tmp_path, checkpoint):
+    out = tmp_path / "obj"
+    main(["--env", "tworoom", "--checkpoint", checkpoint, "--episodes", "2", "--perturb-step", "3",
+          "--steps", "5", "--out", str(out), "--no-progress"])
+    data = json.loads((out / "surprise.json").read_text())
+    assert data["colour_change"] == "objects" and data["object_colours"] == {"agent": [40, 90, 230]}
+    out = tmp_path / "tint"
+    main(["--env", "tworoom", "--checkpoint", checkpoint, "--episodes", "2", "--perturb-step", "3",
+          "--steps", "5", "--colour", "tint", "--out", str(out), "--no-progress"])
+    assert json.loads((out / "surprise.json").read_text())["colour_change"] == "tint"
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["--env", "tworoom", "--checkpoint", checkpoint, "--object-colours", "{bad", "--out", str(tmp_path)])

@@ -125,3 +125,15 @@ def test_torchrun_two_ranks(data, tmp_path):
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["step"] == 6
     assert load_checkpoint(out / "model.safetensors").info["world_size"] == 2
+
+
+def test_snapshots_keep_the_model_at_each_multiple(data, tmp_path):
+    out = tmp_path / "snap"
+    train(["--data", str(data), "--out", str(out), *TINY, "--max-steps", "4", "--epochs", "5",
+           "--snapshot-every", "2"])
+    a, b = load_checkpoint(out / "model-step2.safetensors"), load_checkpoint(out / "model-step4.safetensors")
+    assert a.info["step"] == 2 and b.info["step"] == 4
+    final = load_checkpoint(out / "model.safetensors")
+    for k, v in final.model.state_dict().items():   # the last snapshot is the final model
+        torch.testing.assert_close(b.model.state_dict()[k], v, rtol=0, atol=0)
+    assert any((a.model.state_dict()[k] != v).any() for k, v in final.model.state_dict().items())

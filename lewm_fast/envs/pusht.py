@@ -77,6 +77,7 @@ class PushTEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.goal_pose = np.array(PUSHT_GOAL_POSE)  # the drawn target T (fixed, as in the reference)
         self.goal_state = None
+        self.colours = None   # {"agent"|"block"|"goal": RGB}: recolour objects (surprise tests); None: the reference's
         self._build_space()
 
     # ------------------------------------------------------------------ physics scene
@@ -191,7 +192,7 @@ class PushTEnv(gym.Env):
 
     def render(self):
         return render_pusht(self.get_state(), size=self.resolution, goal_pose=self.goal_pose,
-                            contacts=contact_segments(self.block))
+                            contacts=contact_segments(self.block), colours=self.colours)
 
     def close(self):
         pass

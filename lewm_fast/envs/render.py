@@ -16,7 +16,31 @@ import numpy as np
 from lewm_fast import _native
 
 PUSHT_GOAL_POSE = (256.0, 256.0, np.pi / 4)  # the light-green target T drawn in every frame
+# The reference's named colours, palette order of csrc/render.cpp: outline colours of the objects; a
+# filled shape is drawn in its outline colour * 1.2 (rounded, capped at 255) with the outline around it.
+PUSHT_COLOURS = {"goal": (144, 238, 144), "agent": (65, 105, 225), "block": (119, 136, 153)}
+
+
+def _fill(rgb) -> tuple[int, int, int]:
+    return tuple(min(255, int(np.floor(c * 1.2 + 0.5))) for c in rgb)
+
+
+def pusht_palette(colours: dict | None) -> np.ndarray | None:
+    """The renderer's (7, 3) palette with objects recoloured: colours maps "goal", "agent" and/or "block"
+    to an RGB outline colour (fills derive from it as in the reference). None: the default palette."""
+    if not colours:
+        return None
+    unknown = sorted(set(colours) - set(PUSHT_COLOURS))
+    if unknown:
+        raise ValueError(f"unknown PushT objects {unknown}; colours can be set for {sorted(PUSHT_COLOURS)}")
+    c = {**PUSHT_COLOURS, **{k: tuple(int(x) for x in v) for k, v in colours.items()}}
+    for k, v in c.items():   # the goal T is drawn filled in its colour itself, block and agent with rims
+        if len(v) != 3 or min(v) < 0 or max(v) > 255:
+            raise ValueError(f"colour of {k} must be 3 integers in [0, 255], got {v}")
+    return np.array([(255, 255, 255), c["goal"], c["agent"], _fill(c["agent"]), _fill(c["block"]), c["block"],
+                     (211, 211, 211)], dtype=np.int32)
 TWOROOM_AGENT_RADIUS = 7.0
+TWOROOM_AGENT_COLOUR = (255, 0, 0)
 
 
 def _as_states(states, min_dim: int, what: str) -> tuple[np.ndarray, bool]:
@@ -32,12 +56,13 @@ def _as_states(states, min_dim: int, what: str) -> tuple[np.ndarray, bool]:
 
 
 def render_pusht(states, size: int = 224, goal_pose=PUSHT_GOAL_POSE, draw_goal: bool = True,
-                 contacts=None, threads: int = 0) -> np.ndarray:
+                 contacts=None, threads: int = 0, colours: dict | None = None) -> np.ndarray:
     """PushT frames for states (N, >=5) = agent x, y, block x, y, angle (...): (N, size, size, 3) uint8.
 
     contacts: optional (N, K, 4) contact-marker segments (ax, ay, bx, by; NaN rows = none), drawn as the
     reference's small red anti-aliased lines; for one state a (K, 4) array. A single state (shape (5,)
     or (7,)) gives one (size, size, 3) frame. size=512 returns the raw canvas. threads=0 uses every core.
+    colours: recolour objects, e.g. {"block": (200, 40, 40)} (see pusht_palette); geometry is unchanged.
     """
     arr, single = _as_states(states, 5, "PushT")
     if contacts is not None:
@@ -48,12 +73,17 @@ def render_pusht(states, size: int = 224, goal_pose=PUSHT_GOAL_POSE, draw_goal: 
             raise ValueError(f"contacts must have shape (N, K, 4) (or (K, 4) for one state), got {contacts.shape}")
         contacts = np.ascontiguousarray(contacts)
     out = _native.render_pusht(arr, int(size), np.asarray(goal_pose, dtype=np.float64), bool(draw_goal),
-                               contacts, int(threads))
+                               contacts, int(threads), pusht_palette(colours))
     return out[0] if single else out
 
 
-def render_tworoom(states, radius: float = TWOROOM_AGENT_RADIUS, threads: int = 0) -> np.ndarray:
-    """TwoRoom frames for agent positions (N, >=2): (N, 224, 224, 3) uint8 (one frame for shape (2,))."""
+def render_tworoom(states, radius: float = TWOROOM_AGENT_RADIUS, threads: int = 0,
+                   colour=TWOROOM_AGENT_COLOUR) -> np.ndarray:
+    """TwoRoom frames for agent positions (N, >=2): (N, 224, 224, 3) uint8 (one frame for shape (2,)).
+    colour: the agent dot's RGB (the reference's red by default)."""
     arr, single = _as_states(states, 2, "TwoRoom")
-    out = _native.render_tworoom(arr, float(radius), int(threads))
+    colour = tuple(int(c) for c in colour)
+    if len(colour) != 3 or min(colour) < 0 or max(colour) > 255:
+        raise ValueError(f"colour must be 3 integers in [0, 255], got {colour}")
+    out = _native.render_tworoom(arr, float(radius), int(threads), colour)
     return out[0] if single else out

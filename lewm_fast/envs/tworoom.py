@@ -61,6 +61,7 @@ class TwoRoomEnv(gym.Env):
         self.goal_state = np.array([164.0, 112.0], dtype=np.float32)
         self.door_center = np.array([WALL_X, DOOR_Y])
         self.wall_x = WALL_X
+        self.colours = None   # {"agent": RGB}: recolour the agent dot (surprise tests); None: the reference's red
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> np.ndarray:
@@ -120,6 +121,11 @@ class TwoRoomEnv(gym.Env):
         return self._obs(), 0.0, bool(info["success"]), False, info
 
     def render(self):
+        if self.colours:
+            unknown = sorted(set(self.colours) - {"agent"})
+            if unknown:
+                raise ValueError(f"TwoRoom can recolour only 'agent', got {unknown}")
+            return render_tworoom(self.agent, colour=self.colours["agent"])
         return render_tworoom(self.agent)
 
     def close(self):

@@ -10,8 +10,9 @@ import importlib
 _MODULES = {"pusht": "pusht_expert", "tworoom": "tworoom_expert"}
 
 
-def make_policy(env_name: str, env, seed: int | None = None):
-    """The collection policy for env_name (pusht, tworoom, or any `lewm_fast.policies.<env_name>` module)."""
+def make_policy(env_name: str, env, seed: int | None = None, noise: float | None = None):
+    """The collection policy for env_name (pusht, tworoom, or any `lewm_fast.policies.<env_name>` module).
+    `noise` (PushT only) overrides the policy's Gaussian action-noise std; None keeps its default."""
     name = env_name.lower()
     module_name = _MODULES.get(name, name)
     try:
@@ -20,4 +21,12 @@ def make_policy(env_name: str, env, seed: int | None = None):
         if e.name != f"{__name__}.{module_name}":
             raise
         raise ValueError(f"no policy for env {env_name!r} (looked for lewm_fast.policies.{module_name})") from None
-    return module.make(env, seed)
+    if noise is None:
+        return module.make(env, seed)
+    if not (noise >= 0 and noise < float("inf")):
+        raise ValueError(f"policy noise must be a finite number >= 0, got {noise}")
+    policy = module.make(env, seed)
+    if not hasattr(policy, "noise"):
+        raise ValueError(f"the {env_name} policy ({type(policy).__name__}) has no action-noise setting")
+    policy.noise = float(noise)
+    return policy
