@@ -95,6 +95,16 @@ def embed_frames(model, frames, batch_size: int = 512, features: str = "projecto
     return torch.cat(out).numpy() if out else np.zeros((0, model.cfg.embed_dim), np.float32)
 
 
+def sample_rows(src, max_frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Up to max_frames rows of an EpisodeFile, uniform over its episodes' rows (sorted), and their episodes."""
+    rng = np.random.default_rng(seed)
+    all_rows = np.concatenate([np.arange(o, o + n) for o, n in zip(src.ep_offset, src.ep_len)])
+    row_episode = np.empty(src.n_rows, np.int64)
+    row_episode[all_rows] = np.repeat(np.arange(len(src.ep_len)), src.ep_len)
+    rows = np.sort(rng.choice(all_rows, size=min(max_frames, len(all_rows)), replace=False))
+    return rows, row_episode[rows]
+
+
 class _Rows:
     """Callable frame source over given (sorted) rows of an EpisodeFile, for embed_frames."""
 
@@ -374,16 +384,10 @@ def main(argv: list[str] | None = None) -> dict:
     except DatasetError as e:
         raise SystemExit(f"probe: {e}") from None
     model = load_checkpoint(args.checkpoint, device=device).model
-    rng = np.random.default_rng(args.seed)
-    n_rows = int(src.ep_len.sum())
-    all_rows = np.concatenate([np.arange(o, o + n) for o, n in zip(src.ep_offset, src.ep_len)])
-    rows = np.sort(rng.choice(all_rows, size=min(args.max_frames, n_rows), replace=False))
-    episode_of = np.repeat(np.arange(len(src.ep_len)), src.ep_len)
-    row_episode = np.empty(src.n_rows, np.int64)
-    row_episode[all_rows] = episode_of
+    rows, row_episode = sample_rows(src, args.max_frames, args.seed)
     names, Y = state_targets(args.env, src.cache["state"][rows])
     X = embed_frames(model, _Rows(src, rows), args.batch_size, args.features, progress=not args.no_progress)
-    result = fit_probes(X, Y, row_episode[rows], names, test_fraction=args.test_fraction, seed=args.seed,
+    result = fit_probes(X, Y, row_episode, names, test_fraction=args.test_fraction, seed=args.seed,
                         mlp=not args.no_mlp, mlp_kwargs={"max_steps": args.mlp_steps}, device=device)
     out = Path(args.out)
     report = {"env": args.env, "checkpoint": str(args.checkpoint), "dataset": str(args.dataset),

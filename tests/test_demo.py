@@ -30,3 +30,39 @@ def test_recipe_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
 def test_unknown_checkpoint_name_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="shipped checkpoints"):
         demo.main(["--checkpoint", "no-such-model", "--workdir", str(tmp_path), "--episodes", "1"])
+
+
+def test_pusht_recipe_passes_noise_snapshots_and_threads(tmp_path, monkeypatch):
+    """The PushT recipe's extra settings reach collect and train: noisy expert data, snapshots, one thread."""
+    import h5py
+    monkeypatch.setitem(demo.RECIPE, "pusht", {**demo.RECIPE["pusht"], "episodes": 2, "resolution": 32,
+                                               "preset": "tiny", "batch_size": 4, "max_steps": 4,
+                                               "snapshot_every": 2})
+    ckpt = demo.run_recipe("pusht", tmp_path)
+    with h5py.File(tmp_path / "pusht-2ep-32px.h5") as f:
+        assert f.attrs["policy_noise"] == demo.RECIPE["pusht"]["policy_noise"] and f["pixels"].shape[1] == 32
+    assert ckpt.exists() and (ckpt.parent / "model-step2.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["tworoom", "pusht"])
+def test_shipped_checkpoint_loads_by_name_and_plans_its_env(name):
+    """Every shipped model loads by name, its card's reports exist, and it plans a frame of its own env."""
+    import numpy as np
+
+    from lewm_fast import Planner
+    from lewm_fast.checkpoint import PRETRAINED_DIR, pretrained_names
+    from lewm_fast.envs import make
+    assert name in pretrained_names()
+    planner = Planner.from_pretrained(name, num_samples=16, iterations=2, topk=4)
+    card = json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
+    assert (PRETRAINED_DIR / f"{name}.safetensors").stat().st_size <= 40 * 2**20
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for rep in (card.get("reports") or [e["report"] for e in card.get("evaluations", {}).values()]):
+        assert (root / rep).is_file(), rep
+    env = make(name)
+    env.reset(seed=0)
+    from lewm_fast.collect import fit_frames
+    frame = fit_frames(env.render()[None], planner.cfg.image_size)
+    res = planner.plan(frame, frame)
+    assert res.actions.shape == (1, 25, 2) and np.isfinite(res.actions.numpy()).all()

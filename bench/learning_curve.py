@@ -1,0 +1,99 @@
+"""Learning curve of a training run: planning success (and optionally linear-probe R^2) of every snapshot.
+
+    python -m bench.learning_curve --run runs/pusht/main --env pusht --seed 1000 --episodes 50 \
+        --probe-dataset data/heldout.h5 --out results/pusht-recipe/learning_curve.json
+
+Each `model-stepN.safetensors` of the run (train --snapshot-every) and its final `model.safetensors` is
+evaluated under the evaluation protocol (lewm_fast.eval.evaluate: expert-made pairs, goal 25 steps ahead,
+budget 50, CEM with the env's default iterations) on validation pairs: use a seed that the reported
+evaluation does not use. With --probe-dataset, a ridge probe of the state (lewm_fast.probe, linear only,
+split by episode) shows what the latent holds at each step. The validation loss of the nearest epoch end
+is not logged by short runs, so the curve reports the training prediction loss averaged around each step.
+The JSON is rewritten after every snapshot, so an interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def snapshots(run: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in run.glob("model-step*.safetensors"):
+        m = re.fullmatch(r"model-step(\d+)\.safetensors", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    final = run / "model.safetensors"
+    if final.is_file():
+        from lewm_fast.checkpoint import load_checkpoint
+        step = int(load_checkpoint(final).info.get("step", -1))
+        if step not in {s for s, _ in found}:
+            found.append((step, final))
+    return sorted(found)
+
+
+def train_loss_near(run: Path, step: int, window: int = 50) -> float | None:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    vals = [d["pred_loss"] for d in map(json.loads, path.read_text().splitlines())
+            if "pred_loss" in d and step - window < d["step"] <= step]
+    return float(np.mean(vals)) if vals else None
+
+
+def linear_probe(checkpoint: Path, env: str, dataset: str, max_frames: int, seed: int = 0) -> dict:
+    from lewm_fast.checkpoint import load_checkpoint
+    from lewm_fast.data import EpisodeFile
+    from lewm_fast.probe import _Rows, embed_frames, fit_probes, sample_rows, state_targets
+
+    src = EpisodeFile(dataset, columns=("state",))
+    rows, episode = sample_rows(src, max_frames, seed)
+    names, Y = state_targets(env, src.cache["state"][rows])
+    X = embed_frames(load_checkpoint(checkpoint).model, _Rows(src, rows), 512, "projector", progress=False)
+    res = fit_probes(X, Y, episode, names, seed=seed, mlp=False)
+    return {name: q["linear"]["r2"] for name, q in res["quantities"].items()}
+
+
+def main(argv=None) -> dict:
+    from lewm_fast.checkpoint import atomic_write
+    from lewm_fast.eval import DEFAULT_ITERATIONS, evaluate
+
+    ap = argparse.ArgumentParser(prog="python -m bench.learning_curve", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="training run directory (train --out)")
+    ap.add_argument("--env", required=True)
+    ap.add_argument("--seed", type=int, default=1000, help="validation pair seed (not an evaluation seed)")
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--probe-dataset", help="held-out HDF5 with a state column: add linear-probe R^2 per snapshot")
+    ap.add_argument("--probe-frames", type=int, default=3000)
+    ap.add_argument("--out", required=True, help="JSON report (rewritten atomically after each snapshot)")
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    snaps = snapshots(run)
+    if not snaps:
+        raise SystemExit(f"{run}: no model-step*.safetensors or model.safetensors")
+    iters = DEFAULT_ITERATIONS.get(args.env, 10)
+    report = {"run": str(run), "env": args.env, "pairs": "expert", "seed": args.seed, "episodes": args.episodes,
+              "cem": {"num_samples": 300, "iterations": iters}, "precision": args.precision,
+              "probe_dataset": args.probe_dataset, "points": []}
+    for step, path in snaps:
+        t0 = time.perf_counter()
+        res = evaluate(args.env, checkpoint=str(path), policy="cem", seeds=(args.seed,), num_eval=args.episodes,
+                       precision=args.precision, planner_kwargs={"iterations": iters})
+        point = {"step": step, "checkpoint": str(path), "success_rate": res["success_rate_mean"],
+                 "train_pred_loss": train_loss_near(run, step), "eval_wall_s": time.perf_counter() - t0}
+        if args.probe_dataset:
+            point["linear_probe_r2"] = linear_probe(path, args.env, args.probe_dataset, args.probe_frames)
+        report["points"].append(point)
+        print(json.dumps(point), flush=True)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return report
+
+
+if __name__ == "__main__":
+    main()
