@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .model import LeWM, LeWMConfig
+from .validate import check_stats, parse_json, read_json
 
 FORMAT_VERSION = 1
 _META_KEY = "lewm_fast"
@@ -112,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file has no '{_META_KEY}' header; not a lewm_fast checkpoint "
                               "(for official weights.pt + config.json use import_official)")
-    header = json.loads(meta[_META_KEY])
+    header = parse_json(meta[_META_KEY], f"{path}: '{_META_KEY}' header")
     if header.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {header['format_version']} is newer than this "
                               f"lewm_fast understands ({FORMAT_VERSION}); upgrade lewm_fast")
@@ -125,6 +126,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             stats.setdefault(col, {})[which] = v
         else:
             weights[k] = v.float() if v.is_floating_point() else v
+    for col, s in stats.items():
+        try:
+            check_stats(f"stats[{col!r}]", s)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: normalisation {e}") from None
     model = LeWM(cfg)
     load_state_dict_strict(model, weights, source=str(path))
     return Checkpoint(model.to(device).eval(), stats, header.get("info", {}))
@@ -146,6 +152,15 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         problems.append(f"shape mismatches: {wrong}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    not_float = [f"{k} ({state[k].dtype})" for k, v in expected.items()
+                 if v.is_floating_point() and not state[k].is_floating_point()]
+    if not_float:
+        raise CheckpointError(f"{source}: tensors that must be floating point are stored as {not_float[:5]}"
+                              f"{' and more' if len(not_float) > 5 else ''}; refusing to cast them")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if non_finite:
+        raise CheckpointError(f"{source}: weights contain NaN or inf in {non_finite[:5]}"
+                              f"{f' and {len(non_finite) - 5} more' if len(non_finite) > 5 else ''}")
     model.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
 
 
@@ -263,10 +278,18 @@ def import_official(weights: str | os.PathLike | dict, config: str | os.PathLike
     weights.pt is read with torch.load(weights_only=True): a plain state dict needs no unpickling of code.
     """
     if not isinstance(config, dict):
-        config = json.loads(Path(config).read_text())
+        config = read_json(config, "official config.json")
     cfg = config_from_official(config, **overrides)
     if not isinstance(weights, dict):
-        weights = torch.load(weights, map_location="cpu", weights_only=True)
+        source = weights
+        try:
+            weights = torch.load(weights, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:   # pickle / zip errors of a truncated or foreign file, or code in the pickle
+            raise CheckpointError(f"{source}: not a loadable weights.pt state dict ({' '.join(str(e).split())[:300]})") from None
+        if not isinstance(weights, dict):
+            raise CheckpointError(f"{source}: expected a state dict, got {type(weights).__name__}")
         for wrapper in ("state_dict", "model"):
             if isinstance(weights.get(wrapper), dict):
                 weights = weights[wrapper]

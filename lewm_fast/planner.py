@@ -20,6 +20,7 @@ from .planning.graph import GraphSolveRunner, run_solve
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
 from .planning.precision import check_precision, precision_flags
 from .planning.solvers import make_solver
+from .validate import check_frames, check_solver_options, check_stats, finite_tensor
 
 BACKENDS = ("auto", "eager", "triton", "graph")
 
@@ -64,6 +65,9 @@ class Planner:
         solver: "cem" | "icem" | "mppi"; solver_options go to it (e.g. temperature=, noise_beta=).
         seed: seeds the planner's own generator once (like the reference); or pass generator=.
         chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
+        check_solver_options(var_scale, num_samples, iterations, topk, solver_options)
+        if action_stats is not None:
+            check_stats("action_stats", action_stats)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.cfg = cfg = model.cfg
         self.model = model.to(self.device).eval()
@@ -154,6 +158,7 @@ class Planner:
         """
         cfg, H, T = self.cfg, self.history_len, self.horizon
         t0 = time.perf_counter()
+        self._check_plan_inputs(obs, goal, init_plan)
         obs = frames_to_bhchw(obs, "obs", cfg.image_size, H)
         goal = frames_to_bhchw(goal, "goal", cfg.image_size, None)[:, -1:]
         B = obs.shape[0]
@@ -193,4 +198,17 @@ class Planner:
         info = {"solver": self.solver_name, "backend": self.backend, "precision": self.precision,
                 "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
                 "iterations": self.solver.iterations, "horizon": T, "history_len": H}
+        bad = (~torch.isfinite(actions)).flatten(1).any(1) | ~torch.isfinite(cost)
+        if bad.any():
+            envs = torch.nonzero(bad)[:, 0].tolist()
+            raise FloatingPointError(f"the planner produced non-finite actions or costs for environment(s) "
+                                     f"{envs[:10]} (costs {cost[envs[:10]].tolist()}); the model gives NaN/inf here")
         return PlanResult(actions=actions, blocks=plan, cost=cost, timing=timing, info=info)
+
+    @staticmethod
+    def _check_plan_inputs(obs, goal, init_plan) -> None:
+        """Finite in: non-empty batches, float frames in the normalised range, a finite warm start."""
+        check_frames("obs", obs)
+        check_frames("goal", goal)
+        if init_plan is not None:
+            finite_tensor("init_plan", init_plan)

@@ -1,0 +1,44 @@
+"""Finite in, finite out: NaN weights are refused at load, and a model that still yields NaN makes
+`plan` raise instead of returning NaN actions."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import random_model
+from lewm_fast import Planner
+from lewm_fast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lewm_fast.model import LeWMConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _frames(B, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (B, size, size, 3), dtype=np.uint8)
+
+
+def test_plan_raises_instead_of_returning_nan_actions():
+    m = random_model(LeWMConfig.tiny(), scale=0.3)
+    with torch.no_grad():
+        m.pred_proj.net[3].bias[0] = float("nan")   # every prediction, so every cost, becomes NaN
+    p = Planner(m, device="cpu", backend="eager", num_samples=8, iterations=2, topk=2)
+    with pytest.raises(FloatingPointError, match=r"non-finite actions or costs for environment\(s\) \[0, 1\]"):
+        p.plan(_frames(2), _frames(2, seed=1))
+    with torch.no_grad():
+        m.pred_proj.net[3].bias[0] = 0.0
+    assert torch.isfinite(p.plan(_frames(2), _frames(2, seed=1)).actions).all()
+
+
+def test_non_finite_weights_and_stats_refused_at_load(tmp_path):
+    m = random_model(LeWMConfig.tiny())
+    with torch.no_grad():
+        m.predictor.pos_embedding[0, 1, 3] = float("inf")
+    save_checkpoint(tmp_path / "w.safetensors", m)
+    with pytest.raises(CheckpointError, match=r"NaN or inf in \['predictor.pos_embedding'\]"):
+        load_checkpoint(tmp_path / "w.safetensors")
+    good = random_model(LeWMConfig.tiny())
+    save_checkpoint(tmp_path / "s.safetensors", good, stats={"action": {"mean": [0.0, float("nan")], "std": [1.0, 1.0]}})
+    with pytest.raises(CheckpointError, match=r"stats\['action'\]\['mean'\] contains NaN"):
+        load_checkpoint(tmp_path / "s.safetensors")
+    save_checkpoint(tmp_path / "z.safetensors", good, stats={"action": {"mean": [0.0, 0.0], "std": [1.0, 0.0]}})
+    with pytest.raises(CheckpointError, match=r"stats\['action'\]\['std'\] must be > 0"):
+        load_checkpoint(tmp_path / "z.safetensors")
