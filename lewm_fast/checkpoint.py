@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,22 +88,68 @@ def pretrained_names() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# The official LeWM repos (spec A.5) and the env each was trained on: their files do not record it.
+HUB_ENVS = {"quentinll/lewm-pusht": "pusht", "quentinll/lewm-cube": "cube", "quentinll/lewm-tworooms": "tworoom",
+            "quentinll/lewm-reacher": "reacher"}
+# env_action_dim of each env (their action_space; tests/test_robust_checkpoints.py checks this table)
+ENV_ACTION_DIMS = {"pusht": 2, "tworoom": 2, "reacher": 2, "cube": 5}
+
+
+def is_hub_id(name) -> bool:
+    return isinstance(name, str) and bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     """A checkpoint path as given, or the shipped checkpoint of that name (lewm_fast/pretrained/NAME.safetensors)."""
     path = Path(path_or_name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a directory; give the .safetensors file "
+                              f"(e.g. {path / 'model.safetensors'})")
     shipped = PRETRAINED_DIR / f"{path_or_name}.safetensors"
     if shipped.is_file():
         return shipped
-    raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints: {pretrained_names() or 'none'})")
+    raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints: {pretrained_names() or 'none'}; "
+                            "Hugging Face Hub ids look like quentinll/lewm-pusht)")
+
+
+def load_from_hub(repo_id: str, device: str | torch.device = "cpu", revision: str | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+    """An official checkpoint by Hub id (`weights.pt` + `config.json`, fetched with huggingface_hub, an
+    optional dependency; HF_HUB_OFFLINE=1 uses the local cache only). Official files carry no
+    normalisation statistics; the env is known for the official repos (HUB_ENVS)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ImportError(f"loading {repo_id!r} from the Hugging Face Hub needs huggingface_hub: "
+                          "pip install huggingface_hub") from None
+    files = {}
+    for name in ("weights.pt", "config.json"):
+        try:
+            files[name] = hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir)
+        except Exception as e:   # offline without a cached copy, no network, unknown repo, HTTP errors
+            raise CheckpointError(
+                f"cannot get {name} of {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:200]}). Without network, download weights.pt and config.json "
+                "elsewhere and use lewm_fast.checkpoint.import_official, or point HF_HUB_CACHE at a cache "
+                "that holds them") from None
+    model = import_official(files["weights.pt"], files["config.json"])
+    info = {"source": f"hf://{repo_id}", "official": True}
+    if repo_id in HUB_ENVS:
+        info["env"] = {"name": HUB_ENVS[repo_id], "action_dim": model.cfg.env_action_dim,
+                       "image_size": [model.cfg.image_size] * 2, "from": "official repo name"}
+    return Checkpoint(model.to(device).eval(), {}, info)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a lewm_fast safetensors checkpoint (a path, or a shipped name such as "tworoom"); the model is
-    returned in eval mode, in float32."""
+    """Load a lewm_fast safetensors checkpoint (a path, a shipped name such as "tworoom", or an official
+    Hugging Face Hub id such as "quentinll/lewm-pusht"); the model is returned in eval mode, in float32."""
     from safetensors import safe_open
 
+    if not Path(path).is_file() and not (PRETRAINED_DIR / f"{path}.safetensors").is_file() and is_hub_id(str(path)):
+        return load_from_hub(str(path), device)
     path = resolve_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -133,7 +180,36 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             raise CheckpointError(f"{path}: normalisation {e}") from None
     model = LeWM(cfg)
     load_state_dict_strict(model, weights, source=str(path))
-    return Checkpoint(model.to(device).eval(), stats, header.get("info", {}))
+    info = header.get("info", {})
+    if "env" not in info and path.parent == PRETRAINED_DIR and path.with_suffix(".json").is_file():
+        env = read_json(path.with_suffix(".json"), "shipped checkpoint description").get("env")
+        if env:   # checkpoints shipped before training recorded it: the JSON beside them says
+            info["env"] = {"name": env, "action_dim": cfg.env_action_dim, "image_size": [cfg.image_size] * 2}
+    return Checkpoint(model.to(device).eval(), stats, info)
+
+
+_warned_no_env: set[str] = set()
+
+
+def check_env(ckpt: Checkpoint, env: str, source) -> None:
+    """Refuse a checkpoint trained on another env (naming both) or with the wrong action width for it;
+    a checkpoint that records no env warns once per source."""
+    import warnings
+
+    env = env.lower()
+    recorded = (ckpt.info.get("env") or {}).get("name")
+    if recorded is None:
+        if str(source) not in _warned_no_env:
+            _warned_no_env.add(str(source))
+            warnings.warn(f"checkpoint {source} records no environment (an official import or an older file); "
+                          f"cannot check that it was trained on {env!r}", stacklevel=3)
+    elif recorded.lower() != env:
+        raise CheckpointError(f"checkpoint {source} was trained on env {recorded!r}, not {env!r}; "
+                              f"use a {env} checkpoint (or --env {recorded})")
+    want = ENV_ACTION_DIMS.get(env)
+    if want is not None and ckpt.config.env_action_dim != want:
+        raise CheckpointError(f"checkpoint {source} takes {ckpt.config.env_action_dim}-d actions; env {env!r} "
+                              f"has {want}-d actions")
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:

@@ -115,24 +115,44 @@ class Planner:
         return mean, std
 
     @classmethod
-    def from_checkpoint(cls, path, device=None, backend: str = "auto", precision: str = "fp32", **kwargs):
-        """Load a lewm_fast checkpoint; its stats['action'] (if any) normalise/un-normalise actions."""
+    def from_checkpoint(cls, path, device=None, backend: str = "auto", precision: str = "fp32", env: str | None = None,
+                        **kwargs):
+        """Load a checkpoint (path, shipped name or Hub id); its stats['action'] (if any, else action_stats=)
+        normalise/un-normalise actions. env: refuse a checkpoint trained on another env."""
         from .checkpoint import load_checkpoint
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ckpt = load_checkpoint(path, device=device)
-        return cls(ckpt.model, ckpt.stats.get("action"), device=device, backend=backend, precision=precision,
-                   **kwargs)
+        action_stats = cls._check_checkpoint(ckpt, path, env, kwargs.pop("action_stats", None))
+        return cls(ckpt.model, action_stats, device=device, backend=backend, precision=precision, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs) -> "Planner":
-        """A planner on a checkpoint shipped with lewm_fast (lewm_fast/pretrained/NAME.safetensors)."""
-        from .checkpoint import PRETRAINED_DIR, pretrained_names
+        """A planner on a checkpoint shipped with lewm_fast (lewm_fast/pretrained/NAME.safetensors) or an
+        official one by Hugging Face Hub id ("quentinll/lewm-pusht", needs huggingface_hub)."""
+        from .checkpoint import PRETRAINED_DIR, is_hub_id, pretrained_names
 
-        if not (PRETRAINED_DIR / f"{name}.safetensors").is_file():
-            raise ValueError(f"no shipped checkpoint named {name!r}; available: {pretrained_names() or 'none'}")
-        return cls.from_checkpoint(PRETRAINED_DIR / f"{name}.safetensors", **kwargs)
+        if not (PRETRAINED_DIR / f"{name}.safetensors").is_file() and not is_hub_id(name):
+            raise ValueError(f"no shipped checkpoint named {name!r}; available: {pretrained_names() or 'none'}, "
+                             "or a Hugging Face Hub id such as quentinll/lewm-pusht")
+        return cls.from_checkpoint(name, **kwargs)
+
+    @staticmethod
+    def _check_checkpoint(ckpt, source, env, action_stats):
+        """The checkpoint fits `env` (when given); the action stats to use (given ones win)."""
+        import warnings
+
+        from .checkpoint import check_env
+
+        if env is not None:
+            check_env(ckpt, env, source)
+        action_stats = ckpt.stats.get("action") if action_stats is None else action_stats
+        if action_stats is None and ckpt.info.get("official"):
+            warnings.warn(f"{source}: official checkpoints carry no action statistics; planned actions stay in the "
+                          "model's normalised units unless you pass action_stats={'mean', 'std'} of the dataset's "
+                          "actions (lewm_fast.data.fit_stats)", stacklevel=3)
+        return action_stats
 
     # ------------------------------------------------------------------------------------------
     def normalise_actions(self, raw: torch.Tensor) -> torch.Tensor:
