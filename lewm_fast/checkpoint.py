@@ -51,9 +51,11 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file the usual permissions
     try:
         write_fn(tmp)
+        # mkstemp creates 0600 (and some writers, safetensors among them, recreate the file): give the
+        # finished file the permissions a plain open() would
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -137,7 +137,7 @@ def make_config(args, env_action_dim: int) -> LeWMConfig:
             raise SystemExit(f"--config must be a JSON object of LeWMConfig fields, got {type(given).__name__}")
         fields.update(given)
     fields.update(env_action_dim=env_action_dim, frameskip=args.frameskip)
-    cfg = LeWMConfig(**fields)
+    cfg = LeWMConfig.from_dict(fields)
     if args.history > cfg.num_frames:
         raise SystemExit(f"--history {args.history} exceeds the predictor window num_frames={cfg.num_frames}")
     return cfg

@@ -64,8 +64,7 @@ def check_frames(name: str, x) -> None:
     lo, hi = NORMALISED_RANGE
     mn, mx = t.min().item(), t.max().item()
     if mn < lo - 1e-3 or mx > hi + 1e-3:
-        hint = (" (they look like raw 0-255 pixels: pass them as uint8)" if mn >= 0 and mx <= 255 else
-                " (they look like 0-1 pixels: multiply by 255 and pass uint8)" if mn >= 0 and mx <= 1 else "")
+        hint = " (they look like raw 0-255 pixels: pass them as uint8)" if mn >= 0 and mx <= 255 else ""
         raise ValueError(f"{name} are float frames with values in [{mn:.3g}, {mx:.3g}], outside the ImageNet-"
                          f"normalised range [{lo:.3f}, {hi:.3f}] float frames must be in{hint}")
 

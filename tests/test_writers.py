@@ -129,3 +129,22 @@ def test_output_path_checked_before_any_work(tmp_path, monkeypatch):
         ro.mkdir(mode=0o555)
         with pytest.raises(WriteError, match="not writable"):
             collect("tworoom", 1, str(ro / "d.h5"), progress=False)
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    """atomic_write goes through mkstemp (mode 0600): the file it renames into place must get the mode a
+    plain open() would give under the umask, like every other output."""
+    from helpers import random_model
+    from lewm_fast.checkpoint import save_checkpoint
+    from lewm_fast.model import LeWMConfig
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "model.safetensors", random_model(LeWMConfig.tiny()))
+        write_synthetic(tmp_path / "d.h5", n_episodes=1, length=5)
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain").stat().st_mode & 0o777
+    assert want == 0o640
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == want
+    assert (tmp_path / "d.h5").stat().st_mode & 0o777 == want
