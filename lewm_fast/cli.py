@@ -51,8 +51,8 @@ def run_cli(main, argv: list[str] | None = None, prog: str | None = None) -> int
 
 def one_line(e: BaseException) -> str:
     text = str(e) or type(e).__name__
-    if isinstance(e, KeyError):
-        text = f"missing key {text}"
+    if isinstance(e, OSError) and e.strerror:   # "[Errno 28] ..." -> the message, and the file if any
+        text = e.strerror + (f": {e.filename}" if e.filename else "")
     return " ".join(text.split())
 
 

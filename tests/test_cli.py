@@ -95,3 +95,12 @@ def test_resume_takes_unchanged_run_arguments_from_the_checkpoint_and_says_so(tm
     assert result["step"] == 2
     with pytest.raises(SystemExit, match="--batch-size 8 differs from the checkpoint's 4"):
         train([*common, "--resume", "--batch-size", "8"])
+
+
+def test_os_errors_print_their_message_without_the_errno_prefix(capsys):
+    import errno
+    from lewm_fast.data import WriteError
+    assert run_cli(_fails(WriteError(errno.ENOSPC, "not enough disk space for the next episode")), [], prog="p") == 2
+    assert capsys.readouterr().err.startswith("p: error: not enough disk space for the next episode  (")
+    assert run_cli(_fails(PermissionError(errno.EACCES, "Permission denied", "/x/y.h5")), [], prog="p") == 2
+    assert capsys.readouterr().err.startswith("p: error: Permission denied: /x/y.h5  (")

@@ -42,3 +42,19 @@ def test_non_finite_weights_and_stats_refused_at_load(tmp_path):
     save_checkpoint(tmp_path / "z.safetensors", good, stats={"action": {"mean": [0.0, 0.0], "std": [1.0, 0.0]}})
     with pytest.raises(CheckpointError, match=r"stats\['action'\]\['std'\] must be > 0"):
         load_checkpoint(tmp_path / "z.safetensors")
+
+
+def test_resized_frames_warn_once_per_size_and_name_an_aspect_change():
+    import warnings
+    m = random_model(LeWMConfig.tiny())
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            m.encode(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))   # the model's own size: silent
+            m.encode(torch.zeros(2, 3, 48, 48, dtype=torch.uint8))
+            m.encode(torch.zeros(1, 3, 48, 48, dtype=torch.uint8))   # same size again: already said
+            m.encode(torch.zeros(1, 3, 48, 24, dtype=torch.uint8))
+    msgs = [str(x.message) for x in w]
+    assert msgs == ["frames are 48x48 but the model takes 32x32: resizing them (bilinear, antialiased)",
+                    "frames are 48x24 but the model takes 32x32: resizing them (bilinear, antialiased); this "
+                    "changes their aspect ratio from 48:24 to 1:1"]

@@ -74,7 +74,8 @@ def test_file_size_limit_stops_collect_and_append_recovers(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, preexec_fn=_limit_file_size(8 << 20), timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     err = [ln for ln in r.stderr.splitlines() if "error" in ln]
-    assert len(err) == 1 and "file-size limit" in err[0] and "--append" in err[0], r.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("lewm_fast.collect: error: writing ") and "file-size limit" in err[0] \
+        and "--append" in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     partial = Path(str(out) + ".partial")
     assert partial.exists() and not out.exists()
