@@ -149,3 +149,26 @@ def test_outputs_get_normal_file_permissions(tmp_path):
     assert want == 0o640
     assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == want
     assert (tmp_path / "d.h5").stat().st_mode & 0o777 == want
+
+
+def test_full_disk_stops_before_the_episode_and_keeps_the_committed_ones(tmp_path, monkeypatch):
+    import lewm_fast.data.hdf5 as h5mod
+    p = tmp_path / "d.h5"
+    rng = np.random.default_rng(0)
+    w = HDF5Writer(p)
+    w.write_episode(moving_square_episode(rng, 20))
+    real = os.statvfs
+
+    class Full:   # the filesystem reports 10 kB free: less than one more episode
+        def __init__(self, st):
+            self.f_bavail, self.f_frsize = 10, 1024
+    monkeypatch.setattr(h5mod.os, "statvfs", lambda path: Full(real(path)))
+    with pytest.raises(WriteError, match=r"not enough disk space for the next episode: needs about 0\.\d MB, "
+                                         r"0\.0 MB free.*Stopped; 1 episodes committed.*d\.h5\.partial"):
+        w.write_episode(moving_square_episode(rng, 20))
+    monkeypatch.setattr(h5mod.os, "statvfs", real)
+    assert not p.exists() and not Path(str(p) + ".lock").exists()   # stopped, unlocked, not marked complete
+    with HDF5Writer(p, mode="a") as again:
+        assert again.num_episodes == 1
+        again.write_episode(moving_square_episode(rng, 15))
+    assert EpisodeFile(p).ep_len.tolist() == [20, 15]
