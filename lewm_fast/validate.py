@@ -51,8 +51,8 @@ def check_stats(name: str, stats: dict) -> None:
 
 
 def check_frames(name: str, x) -> None:
-    """A non-empty batch; float frames finite and inside the ImageNet-normalised range (uint8 pixels or
-    [0, 255] floats passed as floats are refused with the fix)."""
+    """A non-empty batch; float frames finite; float frames that can only be raw pixels (nothing negative,
+    above the ImageNet-normalised range) refused with the fix, others outside that range warned about."""
     shape = tuple(getattr(x, "shape", ()))
     if shape and shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {shape}); pass at least one environment")
@@ -64,9 +64,12 @@ def check_frames(name: str, x) -> None:
     lo, hi = NORMALISED_RANGE
     mn, mx = t.min().item(), t.max().item()
     if mn < lo - 1e-3 or mx > hi + 1e-3:
-        hint = " (they look like raw 0-255 pixels: pass them as uint8)" if mn >= 0 and mx <= 255 else ""
-        raise ValueError(f"{name} are float frames with values in [{mn:.3g}, {mx:.3g}], outside the ImageNet-"
-                         f"normalised range [{lo:.3f}, {hi:.3f}] float frames must be in{hint}")
+        what = (f"{name} are float frames with values in [{mn:.3g}, {mx:.3g}], outside the ImageNet-normalised "
+                f"range [{lo:.3f}, {hi:.3f}] of float frames")
+        if mn >= 0:   # nothing negative yet above the range: raw pixels, never normalised ones
+            raise ValueError(f"{what}; they look like raw pixels: pass them as uint8")
+        import warnings
+        warnings.warn(f"{what}; planning with them as given", stacklevel=3)
 
 
 def check_solver_options(var_scale, num_samples, iterations, topk, options: dict) -> None:

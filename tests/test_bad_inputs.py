@@ -175,7 +175,7 @@ CASES = [
     # plan
     ("empty batch", lambda c: _planner(c).plan(_frames(0), _frames(0)), ValueError, r"obs is an empty batch"),
     ("float frames in 0-255", lambda c: _planner(c).plan(_frames(1).astype(np.float32), _frames(1)), ValueError,
-     r"obs are float frames with values in \[\d+, 25\d\].*raw 0-255 pixels: pass them as uint8"),
+     r"obs are float frames with values in \[\d+, 25\d\].*they look like raw pixels: pass them as uint8"),
     ("goal frames inf", lambda c: _planner(c).plan(_frames(1), np.full((1, 32, 32, 3), np.inf, np.float32)),
      ValueError, r"goal contains NaN or inf"),
     ("init_plan NaN", lambda c: _planner(c).plan(_frames(1), _frames(1), init_plan=np.full((1, 2, 10), np.nan)),

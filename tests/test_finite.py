@@ -58,3 +58,13 @@ def test_resized_frames_warn_once_per_size_and_name_an_aspect_change():
     assert msgs == ["frames are 48x48 but the model takes 32x32: resizing them (bilinear, antialiased)",
                     "frames are 48x24 but the model takes 32x32: resizing them (bilinear, antialiased); this "
                     "changes their aspect ratio from 48:24 to 1:1"]
+
+
+def test_float_frames_outside_the_normalised_range_warn_when_not_raw_pixels():
+    p = Planner(random_model(LeWMConfig.tiny(), scale=0.3), device="cpu", backend="eager", num_samples=8,
+                iterations=1, topk=2)
+    noisy = np.random.default_rng(0).normal(0, 1.5, (1, 32, 32, 3)).astype(np.float32)   # beyond [-2.12, 2.64]
+    with pytest.warns(UserWarning, match=r"obs are float frames with values in \[-\d.*planning with them as given"):
+        p.plan(noisy, _frames(1))
+    with pytest.raises(ValueError, match="look like raw pixels"):
+        p.plan(noisy - noisy.min(), _frames(1))
