@@ -454,4 +454,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="bench.cem"))

@@ -119,4 +119,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import sys
+
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="bench.kernels"))

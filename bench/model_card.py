@@ -32,6 +32,7 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(prog="python -m bench.model_card", description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", required=True)
+    ap.add_argument("--env", required=True, help="the env it was trained on (recorded in the card and the file)")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--recipe", required=True, help="the command(s) that produced the checkpoint")
     ap.add_argument("--report", action="append", default=[], help="LABEL=eval.json (repeatable)")
@@ -44,7 +45,7 @@ def main(argv=None) -> dict:
     if src.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{src} is {src.stat().st_size / 2**20:.1f} MB; shipped models must be <= 40 MB")
     ckpt = load_checkpoint(src)
-    card = {"name": args.name, "file": f"{args.name}.safetensors", "size_mb": round(src.stat().st_size / 2**20, 2),
+    card = {"name": args.name, "env": args.env, "file": f"{args.name}.safetensors", "size_mb": round(src.stat().st_size / 2**20, 2),
             "parameters": count_parameters(ckpt.model), "config": ckpt.config.to_dict(), "info": ckpt.info,
             "recipe": args.recipe, "evaluations": {}, "references": {}}
     for item in args.report:
@@ -68,7 +69,18 @@ def main(argv=None) -> dict:
                             "final_pred_loss": steps[-1]["pred_loss"] if steps else None,
                             "final_sigreg": steps[-1]["sigreg"] if steps else None}
     dst = PRETRAINED_DIR / card["file"]
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    recorded = (ckpt.info.get("env") or {}).get("name")
+    if recorded not in (None, args.env):
+        raise SystemExit(f"{src} was trained on env {recorded!r}, not {args.env!r}")
+    if recorded is None:   # older runs: write the env into the file itself (same weights, stats and config)
+        from lewm_fast.checkpoint import save_checkpoint
+        info = {**ckpt.info, "env": {"name": args.env, "action_dim": ckpt.config.env_action_dim,
+                                     "image_size": [ckpt.config.image_size] * 2}}
+        save_checkpoint(dst, ckpt.model, {c: {k: v.cpu().numpy() for k, v in s.items()} for c, s in ckpt.stats.items()},
+                        info)
+        card["info"] = info
+    else:
+        atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
     atomic_write(PRETRAINED_DIR / f"{args.name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
     print(json.dumps({k: v["success_rate_mean"] for k, v in card["evaluations"].items()}, indent=1))
     return card

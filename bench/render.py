@@ -129,6 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    from lewm_fast.cli import positive
+    for name in ("frames", "ref_frames", "repeats"):
+        positive("--" + name.replace("_", "-"), getattr(args, name))
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
     ours = bench_ours(args.frames, args.repeats)
@@ -176,4 +179,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import sys
+
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="bench.render"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .model import LeWM, LeWMConfig
+from .validate import check_stats, parse_json, read_json
 
 FORMAT_VERSION = 1
 _META_KEY = "lewm_fast"
@@ -49,9 +51,11 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the file the usual permissions
     try:
         write_fn(tmp)
+        # mkstemp creates 0600 (and some writers, safetensors among them, recreate the file): give the
+        # finished file the permissions a plain open() would
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -86,22 +90,68 @@ def pretrained_names() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# The official LeWM repos (spec A.5) and the env each was trained on: their files do not record it.
+HUB_ENVS = {"quentinll/lewm-pusht": "pusht", "quentinll/lewm-cube": "cube", "quentinll/lewm-tworooms": "tworoom",
+            "quentinll/lewm-reacher": "reacher"}
+# env_action_dim of each env (their action_space; tests/test_robust_checkpoints.py checks this table)
+ENV_ACTION_DIMS = {"pusht": 2, "tworoom": 2, "reacher": 2, "cube": 5}
+
+
+def is_hub_id(name) -> bool:
+    return isinstance(name, str) and bool(_HUB_ID.match(name)) and not Path(name).exists()
+
+
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     """A checkpoint path as given, or the shipped checkpoint of that name (lewm_fast/pretrained/NAME.safetensors)."""
     path = Path(path_or_name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} is a directory; give the .safetensors file "
+                              f"(e.g. {path / 'model.safetensors'})")
     shipped = PRETRAINED_DIR / f"{path_or_name}.safetensors"
     if shipped.is_file():
         return shipped
-    raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints: {pretrained_names() or 'none'})")
+    raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints: {pretrained_names() or 'none'}; "
+                            "Hugging Face Hub ids look like quentinll/lewm-pusht)")
+
+
+def load_from_hub(repo_id: str, device: str | torch.device = "cpu", revision: str | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+    """An official checkpoint by Hub id (`weights.pt` + `config.json`, fetched with huggingface_hub, an
+    optional dependency; HF_HUB_OFFLINE=1 uses the local cache only). Official files carry no
+    normalisation statistics; the env is known for the official repos (HUB_ENVS)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ImportError(f"loading {repo_id!r} from the Hugging Face Hub needs huggingface_hub: "
+                          "pip install huggingface_hub") from None
+    files = {}
+    for name in ("weights.pt", "config.json"):
+        try:
+            files[name] = hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir)
+        except Exception as e:   # offline without a cached copy, no network, unknown repo, HTTP errors
+            raise CheckpointError(
+                f"cannot get {name} of {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: "
+                f"{' '.join(str(e).split())[:200]}). Without network, download weights.pt and config.json "
+                "elsewhere and use lewm_fast.checkpoint.import_official, or point HF_HUB_CACHE at a cache "
+                "that holds them") from None
+    model = import_official(files["weights.pt"], files["config.json"])
+    info = {"source": f"hf://{repo_id}", "official": True}
+    if repo_id in HUB_ENVS:
+        info["env"] = {"name": HUB_ENVS[repo_id], "action_dim": model.cfg.env_action_dim,
+                       "image_size": [model.cfg.image_size] * 2, "from": "official repo name"}
+    return Checkpoint(model.to(device).eval(), {}, info)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a lewm_fast safetensors checkpoint (a path, or a shipped name such as "tworoom"); the model is
-    returned in eval mode, in float32."""
+    """Load a lewm_fast safetensors checkpoint (a path, a shipped name such as "tworoom", or an official
+    Hugging Face Hub id such as "quentinll/lewm-pusht"); the model is returned in eval mode, in float32."""
     from safetensors import safe_open
 
+    if not Path(path).is_file() and not (PRETRAINED_DIR / f"{path}.safetensors").is_file() and is_hub_id(str(path)):
+        return load_from_hub(str(path), device)
     path = resolve_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -112,7 +162,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file has no '{_META_KEY}' header; not a lewm_fast checkpoint "
                               "(for official weights.pt + config.json use import_official)")
-    header = json.loads(meta[_META_KEY])
+    header = parse_json(meta[_META_KEY], f"{path}: '{_META_KEY}' header")
     if header.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {header['format_version']} is newer than this "
                               f"lewm_fast understands ({FORMAT_VERSION}); upgrade lewm_fast")
@@ -125,9 +175,43 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             stats.setdefault(col, {})[which] = v
         else:
             weights[k] = v.float() if v.is_floating_point() else v
+    for col, s in stats.items():
+        try:
+            check_stats(f"stats[{col!r}]", s)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: normalisation {e}") from None
     model = LeWM(cfg)
     load_state_dict_strict(model, weights, source=str(path))
-    return Checkpoint(model.to(device).eval(), stats, header.get("info", {}))
+    info = header.get("info", {})
+    if "env" not in info and path.parent == PRETRAINED_DIR and path.with_suffix(".json").is_file():
+        env = read_json(path.with_suffix(".json"), "shipped checkpoint description").get("env")
+        if env:   # checkpoints shipped before training recorded it: the JSON beside them says
+            info["env"] = {"name": env, "action_dim": cfg.env_action_dim, "image_size": [cfg.image_size] * 2}
+    return Checkpoint(model.to(device).eval(), stats, info)
+
+
+_warned_no_env: set[str] = set()
+
+
+def check_env(ckpt: Checkpoint, env: str, source) -> None:
+    """Refuse a checkpoint trained on another env (naming both) or with the wrong action width for it;
+    a checkpoint that records no env warns once per source."""
+    import warnings
+
+    env = env.lower()
+    recorded = (ckpt.info.get("env") or {}).get("name")
+    if recorded is None:
+        if str(source) not in _warned_no_env:
+            _warned_no_env.add(str(source))
+            warnings.warn(f"checkpoint {source} records no environment (an official import or an older file); "
+                          f"cannot check that it was trained on {env!r}", stacklevel=3)
+    elif recorded.lower() != env:
+        raise CheckpointError(f"checkpoint {source} was trained on env {recorded!r}, not {env!r}; "
+                              f"use a {env} checkpoint (or --env {recorded})")
+    want = ENV_ACTION_DIMS.get(env)
+    if want is not None and ckpt.config.env_action_dim != want:
+        raise CheckpointError(f"checkpoint {source} takes {ckpt.config.env_action_dim}-d actions; env {env!r} "
+                              f"has {want}-d actions")
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
@@ -146,6 +230,15 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         problems.append(f"shape mismatches: {wrong}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    not_float = [f"{k} ({state[k].dtype})" for k, v in expected.items()
+                 if v.is_floating_point() and not state[k].is_floating_point()]
+    if not_float:
+        raise CheckpointError(f"{source}: tensors that must be floating point are stored as {not_float[:5]}"
+                              f"{' and more' if len(not_float) > 5 else ''}; refusing to cast them")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if non_finite:
+        raise CheckpointError(f"{source}: weights contain NaN or inf in {non_finite[:5]}"
+                              f"{f' and {len(non_finite) - 5} more' if len(non_finite) > 5 else ''}")
     model.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
 
 
@@ -263,10 +356,18 @@ def import_official(weights: str | os.PathLike | dict, config: str | os.PathLike
     weights.pt is read with torch.load(weights_only=True): a plain state dict needs no unpickling of code.
     """
     if not isinstance(config, dict):
-        config = json.loads(Path(config).read_text())
+        config = read_json(config, "official config.json")
     cfg = config_from_official(config, **overrides)
     if not isinstance(weights, dict):
-        weights = torch.load(weights, map_location="cpu", weights_only=True)
+        source = weights
+        try:
+            weights = torch.load(weights, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:   # pickle / zip errors of a truncated or foreign file, or code in the pickle
+            raise CheckpointError(f"{source}: not a loadable weights.pt state dict ({' '.join(str(e).split())[:300]})") from None
+        if not isinstance(weights, dict):
+            raise CheckpointError(f"{source}: expected a state dict, got {type(weights).__name__}")
         for wrapper in ("state_dict", "model"):
             if isinstance(weights.get(wrapper), dict):
                 weights = weights[wrapper]

@@ -99,11 +99,12 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
             policy_noise: float | None = None) -> int:
     """Write `episodes` new episodes to `out`; returns the file's episode count."""
     import lewm_fast
-    from lewm_fast.data import HDF5Writer
+    from lewm_fast.data import HDF5Writer, check_output_path
 
     from tqdm import tqdm
 
     env = env.lower()
+    check_output_path(out)
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if workers < 1:
@@ -173,4 +174,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="lewm_fast.collect"))

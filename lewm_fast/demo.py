@@ -58,6 +58,7 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
 
 def main(argv=None) -> dict:
     from lewm_fast.checkpoint import atomic_write, pretrained_names
+    from lewm_fast.cli import positive
     from lewm_fast.eval import DEFAULT_ITERATIONS, evaluate
 
     ap = argparse.ArgumentParser(prog="python -m lewm_fast.demo", description=__doc__.split("\n\n")[0])
@@ -71,6 +72,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
                     help="planner precision (bf16 is about 2x faster on CPUs with AMX)")
     args = ap.parse_args(argv)
+    positive("--episodes", args.episodes)
+    positive("--train-steps", args.train_steps)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -101,4 +104,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="lewm_fast.demo"))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lewm_fast.cli import positive, run_cli
 from lewm_fast.collect import fit_frames
 
 
@@ -198,7 +199,7 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
         if checkpoint is None:
             raise ValueError(f"policy {policy!r} needs --checkpoint")
         planner = Planner.from_checkpoint(checkpoint, device=device, backend=backend, precision=precision,
-                                          solver=policy, **(planner_kwargs or {}))
+                                          solver=policy, env=env, **(planner_kwargs or {}))
         if planner.history_len != 1:
             raise NotImplementedError("evaluation with history length > 1 is not implemented (the paper plans with 1)")
     elif policy not in ("random", "replay"):
@@ -207,6 +208,9 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
     if dataset is not None:
         from lewm_fast.data import EpisodeDataset
         ds = EpisodeDataset(dataset, columns=("state",))
+        data_env = ds.attrs.get("env")
+        if data_env is not None and str(data_env).lower() != env.lower():
+            raise ValueError(f"dataset {dataset} was collected in env {data_env!r}, not {env!r}")
     runs = {}
     for seed in seeds:
         pairs = (dataset_pairs(ds, num_eval, goal_offset, seed) if ds is not None
@@ -244,6 +248,7 @@ def main(argv=None):
     ap.add_argument("--budget", type=int, default=50, help="env steps allowed per episode")
     ap.add_argument("--receding-horizon", type=int, default=5, help="planned blocks executed before replanning")
     ap.add_argument("--num-samples", type=int, default=300, help="CEM candidates per iteration")
+    ap.add_argument("--topk", type=int, default=30, help="elites per iteration (at most --num-samples)")
     ap.add_argument("--iterations", type=int, default=None,
                     help="CEM iterations (default: 30 on pusht, 10 on the others, as the paper)")
     ap.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -253,10 +258,18 @@ def main(argv=None):
     ap.add_argument("--out", help="JSON path (written atomically); default: print only")
     ap.add_argument("--video", help="write an animated GIF grid of the episodes here (one per seed)")
     args = ap.parse_args(argv)
+    for name in ("num_eval", "goal_offset", "budget", "receding_horizon", "num_samples", "topk", "iterations"):
+        positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.topk > args.num_samples:
+        raise SystemExit(f"--num-samples {args.num_samples} is below --topk {args.topk}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers like 42,43; got {args.seeds!r}") from None
     report = evaluate(args.env, args.dataset, args.checkpoint, args.policy,
-                      [int(s) for s in args.seeds.split(",")], args.num_eval, args.goal_offset, args.budget,
+                      seeds, args.num_eval, args.goal_offset, args.budget,
                       args.receding_horizon, args.device, args.backend, args.precision,
-                      {"num_samples": args.num_samples,
+                      {"num_samples": args.num_samples, "topk": args.topk,
                        "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
                       {"resolution": args.resolution} if args.resolution else None, video=args.video)
     text = json.dumps(report, indent=2)
@@ -269,4 +282,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, prog="lewm_fast.eval"))

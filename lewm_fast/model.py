@@ -11,6 +11,7 @@ are already ImageNet-normalised.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -272,9 +273,19 @@ class LeWM(nn.Module):
         x = x.to(self.encoder.patch_embed.weight.dtype)
         if x.shape[-2:] != (self.cfg.image_size,) * 2:
             # frames of another size (e.g. 224 px env frames for a small CPU model) are resized here, the
-            # one place training, planning and the science tools all go through
+            # one place training, planning and the science tools all go through; said once per size
+            self._warn_resize(*x.shape[-2:])
             x = resize_frames(x, self.cfg.image_size)
         return self.projector(self.encoder(x)).view(*lead, -1)
+
+    def _warn_resize(self, h: int, w: int) -> None:
+        seen = self.__dict__.setdefault("_resize_warned", set())
+        if (h, w) in seen:
+            return
+        seen.add((h, w))
+        s = self.cfg.image_size
+        warnings.warn(f"frames are {h}x{w} but the model takes {s}x{s}: resizing them (bilinear, antialiased)"
+                      + (f"; this changes their aspect ratio from {h}:{w} to 1:1" if h != w else ""), stacklevel=3)
 
     def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """(B, T, A) action blocks -> (B, T, D)."""

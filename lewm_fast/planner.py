@@ -20,6 +20,7 @@ from .planning.graph import GraphSolveRunner, run_solve
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
 from .planning.precision import check_precision, precision_flags
 from .planning.solvers import make_solver
+from .validate import check_frames, check_solver_options, check_stats, finite_tensor
 
 BACKENDS = ("auto", "eager", "triton", "graph")
 
@@ -64,6 +65,9 @@ class Planner:
         solver: "cem" | "icem" | "mppi"; solver_options go to it (e.g. temperature=, noise_beta=).
         seed: seeds the planner's own generator once (like the reference); or pass generator=.
         chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
+        check_solver_options(var_scale, num_samples, iterations, topk, solver_options)
+        if action_stats is not None:
+            check_stats("action_stats", action_stats)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.cfg = cfg = model.cfg
         self.model = model.to(self.device).eval()
@@ -111,24 +115,44 @@ class Planner:
         return mean, std
 
     @classmethod
-    def from_checkpoint(cls, path, device=None, backend: str = "auto", precision: str = "fp32", **kwargs):
-        """Load a lewm_fast checkpoint; its stats['action'] (if any) normalise/un-normalise actions."""
+    def from_checkpoint(cls, path, device=None, backend: str = "auto", precision: str = "fp32", env: str | None = None,
+                        **kwargs):
+        """Load a checkpoint (path, shipped name or Hub id); its stats['action'] (if any, else action_stats=)
+        normalise/un-normalise actions. env: refuse a checkpoint trained on another env."""
         from .checkpoint import load_checkpoint
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ckpt = load_checkpoint(path, device=device)
-        return cls(ckpt.model, ckpt.stats.get("action"), device=device, backend=backend, precision=precision,
-                   **kwargs)
+        action_stats = cls._check_checkpoint(ckpt, path, env, kwargs.pop("action_stats", None))
+        return cls(ckpt.model, action_stats, device=device, backend=backend, precision=precision, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs) -> "Planner":
-        """A planner on a checkpoint shipped with lewm_fast (lewm_fast/pretrained/NAME.safetensors)."""
-        from .checkpoint import PRETRAINED_DIR, pretrained_names
+        """A planner on a checkpoint shipped with lewm_fast (lewm_fast/pretrained/NAME.safetensors) or an
+        official one by Hugging Face Hub id ("quentinll/lewm-pusht", needs huggingface_hub)."""
+        from .checkpoint import PRETRAINED_DIR, is_hub_id, pretrained_names
 
-        if not (PRETRAINED_DIR / f"{name}.safetensors").is_file():
-            raise ValueError(f"no shipped checkpoint named {name!r}; available: {pretrained_names() or 'none'}")
-        return cls.from_checkpoint(PRETRAINED_DIR / f"{name}.safetensors", **kwargs)
+        if not (PRETRAINED_DIR / f"{name}.safetensors").is_file() and not is_hub_id(name):
+            raise ValueError(f"no shipped checkpoint named {name!r}; available: {pretrained_names() or 'none'}, "
+                             "or a Hugging Face Hub id such as quentinll/lewm-pusht")
+        return cls.from_checkpoint(name, **kwargs)
+
+    @staticmethod
+    def _check_checkpoint(ckpt, source, env, action_stats):
+        """The checkpoint fits `env` (when given); the action stats to use (given ones win)."""
+        import warnings
+
+        from .checkpoint import check_env
+
+        if env is not None:
+            check_env(ckpt, env, source)
+        action_stats = ckpt.stats.get("action") if action_stats is None else action_stats
+        if action_stats is None and ckpt.info.get("official"):
+            warnings.warn(f"{source}: official checkpoints carry no action statistics; planned actions stay in the "
+                          "model's normalised units unless you pass action_stats={'mean', 'std'} of the dataset's "
+                          "actions (lewm_fast.data.fit_stats)", stacklevel=3)
+        return action_stats
 
     # ------------------------------------------------------------------------------------------
     def normalise_actions(self, raw: torch.Tensor) -> torch.Tensor:
@@ -154,6 +178,7 @@ class Planner:
         """
         cfg, H, T = self.cfg, self.history_len, self.horizon
         t0 = time.perf_counter()
+        self._check_plan_inputs(obs, goal, init_plan)
         obs = frames_to_bhchw(obs, "obs", cfg.image_size, H)
         goal = frames_to_bhchw(goal, "goal", cfg.image_size, None)[:, -1:]
         B = obs.shape[0]
@@ -193,4 +218,17 @@ class Planner:
         info = {"solver": self.solver_name, "backend": self.backend, "precision": self.precision,
                 "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
                 "iterations": self.solver.iterations, "horizon": T, "history_len": H}
+        bad = (~torch.isfinite(actions)).flatten(1).any(1) | ~torch.isfinite(cost)
+        if bad.any():
+            envs = torch.nonzero(bad)[:, 0].tolist()
+            raise FloatingPointError(f"the planner produced non-finite actions or costs for environment(s) "
+                                     f"{envs[:10]} (costs {cost[envs[:10]].tolist()}); the model gives NaN/inf here")
         return PlanResult(actions=actions, blocks=plan, cost=cost, timing=timing, info=info)
+
+    @staticmethod
+    def _check_plan_inputs(obs, goal, init_plan) -> None:
+        """Finite in: non-empty batches, float frames in the normalised range, a finite warm start."""
+        check_frames("obs", obs)
+        check_frames("goal", goal)
+        if init_plan is not None:
+            finite_tensor("init_plan", init_plan)

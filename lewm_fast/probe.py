@@ -375,15 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    from .checkpoint import atomic_write, load_checkpoint
+    from .checkpoint import atomic_write, check_env, load_checkpoint
+    from .cli import positive
     from .data import DatasetError, EpisodeFile
+    for name in ("max_frames", "mlp_steps", "batch_size"):
+        positive("--" + name.replace("_", "-"), getattr(args, name))
+    if not 0 < args.test_fraction < 1:
+        raise SystemExit(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     from .surprise import json_safe
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     try:
         src = EpisodeFile(args.dataset, columns=("state",))
     except DatasetError as e:
         raise SystemExit(f"probe: {e}") from None
-    model = load_checkpoint(args.checkpoint, device=device).model
+    ckpt = load_checkpoint(args.checkpoint, device=device)
+    check_env(ckpt, args.env, args.checkpoint)
+    model = ckpt.model
     rows, row_episode = sample_rows(src, args.max_frames, args.seed)
     names, Y = state_targets(args.env, src.cache["state"][rows])
     X = embed_frames(model, _Rows(src, rows), args.batch_size, args.features, progress=not args.no_progress)
@@ -408,4 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="lewm_fast.probe"))

@@ -474,12 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    from .checkpoint import atomic_write, load_checkpoint
+    from .checkpoint import atomic_write, check_env, load_checkpoint
+    from .cli import positive
     from .envs import ENV_IDS
     if args.env.lower() not in ENV_IDS:
         raise SystemExit(f"unknown env {args.env!r}; choose one of {sorted(ENV_IDS)}")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    positive("--episodes", args.episodes)
+    positive("--steps", args.steps)
+    positive("--history", args.history)
     ckpt = load_checkpoint(args.checkpoint, device=device)
+    check_env(ckpt, args.env, args.checkpoint)
     model, cfg = ckpt.model, ckpt.config
     k = args.perturb_step if args.perturb_step is not None else cfg.num_frames + 2
     if k < 1:
@@ -551,4 +556,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from lewm_fast.cli import run_cli
+    sys.exit(run_cli(main, prog="lewm_fast.surprise"))

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, save_checkpoint
-from .data import make_datasets, present_columns
+from .cli import positive
+from .data import PathLock, make_datasets, present_columns
+from .validate import finite_number, parse_json
 from .model import LeWM, LeWMConfig, count_parameters
 from .sigreg import SIGReg
 
@@ -133,10 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 def make_config(args, env_action_dim: int) -> LeWMConfig:
     fields = dict(PRESETS[args.preset])
     if args.config:
-        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
-        fields.update(json.loads(text))
+        is_file = Path(args.config).is_file()
+        text = Path(args.config).read_text() if is_file else args.config
+        given = parse_json(text, f"--config {args.config}" if is_file else "--config (inline JSON)")
+        if not isinstance(given, dict):
+            raise SystemExit(f"--config must be a JSON object of LeWMConfig fields, got {type(given).__name__}")
+        fields.update(given)
     fields.update(env_action_dim=env_action_dim, frameskip=args.frameskip)
-    cfg = LeWMConfig(**fields)
+    cfg = LeWMConfig.from_dict(fields)
     if args.history > cfg.num_frames:
         raise SystemExit(f"--history {args.history} exceeds the predictor window num_frames={cfg.num_frames}")
     return cfg
@@ -154,8 +161,60 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+# Arguments that change what a run computes: --resume refuses new values for them.
+RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
+            "grad_clip", "sigreg_weight", "sigreg_proj", "history", "frameskip", "val_fraction", "seed")
+
+
+def check_args(args) -> None:
+    """Argument checks done before any work."""
+    for name in ("epochs", "batch_size", "ckpt_every", "history", "frameskip", "sigreg_proj", "max_steps", "threads"):
+        positive("--" + name.replace("_", "-"), getattr(args, name))
+    positive("--workers", args.workers, 0)
+    for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
+                                      ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
+                                      ("sigreg_weight", 0, None, False), ("val_fraction", 0, 0.99, False)):
+        try:
+            finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+
+
+def explicit_args(argv) -> set[str]:
+    """The dests of the arguments actually given on the command line (not defaults)."""
+    p = build_parser()
+    for a in p._actions:
+        a.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
+def check_resume(args, saved: dict, given: set[str]) -> list[str]:
+    """--resume: refuse explicitly given run-changing arguments that differ from the checkpoint's; take the
+    checkpoint's value for those left at their default. Returns the names taken from the checkpoint."""
+    changed = [k for k in RUN_ARGS if k in saved and k in given and saved[k] != getattr(args, k)]
+    if changed:
+        raise SystemExit("--resume: " + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r} differs from the "
+                                                   f"checkpoint's {saved[k]!r}" for k in changed)
+                         + "; drop the flag(s) to continue the saved run, or train into a new --out")
+    taken = [k for k in RUN_ARGS if k in saved and saved[k] != getattr(args, k)]
+    for k in taken:
+        setattr(args, k, saved[k])
+    return taken
+
+
 def train(argv: list[str] | None = None) -> dict:
+    """Run training with command-line arguments `argv`; returns the final step's loss terms."""
+    locks: list[PathLock] = []
+    try:
+        return _train(argv, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train(argv: list[str] | None, locks: list) -> dict:
     args = build_parser().parse_args(argv)
+    check_args(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -172,15 +231,21 @@ def train(argv: list[str] | None = None) -> dict:
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     is_main = rank == 0
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file; give a run directory")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-
+        locks.append(PathLock(out / "train", "training run"))   # two runs into one --out would overwrite each other
     state = None
     if args.resume:
         ckpt = out / "last.pt"
         if not ckpt.is_file():
             raise SystemExit(f"--resume: no checkpoint at {ckpt}")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        taken = check_resume(args, state.get("args", {}), explicit_args(sys.argv[1:] if argv is None else argv))
+        if taken and is_main:
+            print("--resume: from the checkpoint: " + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r}"
+                                                               for k in taken), flush=True)
 
     # proprio/state are not model inputs, but their statistics go into the checkpoint (probes, eval)
     train_set, val_set = make_datasets(args.data, num_steps=args.history + 1, frameskip=args.frameskip,
@@ -220,6 +285,8 @@ def train(argv: list[str] | None = None) -> dict:
     stats = train_set.stats
     info = {"trained_by": "lewm_fast.train", "data": str(args.data), "preset": args.preset,
             "clips": len(train_set), "world_size": world,
+            "env": {"name": train_set.src.attrs.get("env"), "action_dim": env_action_dim,   # checked by eval & co.
+                    "image_size": list(train_set.src.image_shape[:2])},
             "split": {"val_fraction": args.val_fraction, "seed": args.seed}}   # lets tools find held-out episodes
 
     if is_main:
@@ -334,4 +401,5 @@ def world_size() -> int:
 
 
 if __name__ == "__main__":
-    train()
+    from .cli import run_cli
+    sys.exit(run_cli(train, prog="lewm_fast.train"))

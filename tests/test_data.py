@@ -96,6 +96,7 @@ def test_interrupted_append_is_refused_then_recovered(tmp_path):
     w.f.flush()
     w.f.close()
     w.f = None
+    w._lock.release()   # the crashed process's lock goes with it
     with pytest.raises(DatasetError, match="incomplete"):
         EpisodeFile(p)
     with HDF5Writer(p, mode="a"):

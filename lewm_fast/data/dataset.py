@@ -83,6 +83,7 @@ class EpisodeFile:
             if (self.ep_len < 1).any() or (self.ep_offset < 0).any() or ends.max() > self.n_rows:
                 raise DatasetError(f"{self.path}: episode index points outside the {self.n_rows} rows "
                                    "(truncated file or wrong ep_len/ep_offset)")
+            check_episode_index(self.path, self.ep_len, self.ep_offset)
             self.cache = {}
             for c in ("action", *columns):
                 col = read_column(f, c)
@@ -119,7 +120,26 @@ class EpisodeFile:
         return out
 
     def episode_of_rows(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self.ep_len)), self.ep_len)
+        """(n_rows,) episode of each row; -1 for rows no episode names (gaps, an uncommitted tail)."""
+        out = np.full(self.n_rows, -1, np.int64)
+        for e, (off, n) in enumerate(zip(self.ep_offset, self.ep_len)):
+            out[off:off + n] = e
+        return out
+
+
+def check_episode_index(path, ep_len: np.ndarray, ep_offset: np.ndarray) -> None:
+    """Episodes must be stored in order without overlapping: every tool finds a row's episode by
+    searching the offsets, and an overlap would give rows to two episodes."""
+    step = np.diff(ep_offset)
+    if (step <= 0).any():
+        i = int(np.flatnonzero(step <= 0)[0])
+        raise DatasetError(f"{path}: ep_offset is not increasing: episode {i + 1} starts at row {ep_offset[i + 1]}, "
+                           f"episode {i} at row {ep_offset[i]} (episodes must be stored in order)")
+    overlap = ep_offset[1:] < ep_offset[:-1] + ep_len[:-1]
+    if overlap.any():
+        i = int(np.flatnonzero(overlap)[0])
+        raise DatasetError(f"{path}: episode {i} (rows {ep_offset[i]}..{ep_offset[i] + ep_len[i] - 1}) overlaps "
+                           f"episode {i + 1}, which starts at row {ep_offset[i + 1]} (wrong ep_len/ep_offset)")
 
 
 def split_episodes(n_episodes: int, val_fraction: float = 0.1, seed: int = 3072) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,19 @@ when closed cleanly, so a killed run never leaves a file that looks complete. Mo
 existing file (or resumes a `.partial`): the file is marked incomplete while open, each episode's
 rows are written before `ep_len`/`ep_offset` grow (so the index only ever names fully written
 episodes), and reopening an interrupted file in mode "a" drops any uncommitted tail rows.
+
+Writers exclude each other: a writer holds an exclusive lock (`fcntl.flock` on `path.lock`) from open
+to close, so a second writer to the same path fails at once, naming the holder, instead of replacing
+the first one's file. Before each episode the writer checks that the episode fits (free space on the
+filesystem and the process's file-size limit); if it does not, or a write fails (ENOSPC, EFBIG, EIO),
+it stops at once with a `WriteError` and leaves the episodes committed so far in the `.partial` file,
+where `mode="a"` (`collect --append`) resumes them.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +37,84 @@ COMPLETE_ATTR = "lewm_fast_complete"
 
 class DatasetError(ValueError):
     """A dataset file that cannot be used as it is (missing column, wrong shape, corrupt, incomplete)."""
+
+
+class WriteError(OSError):
+    """A writer could not write (disk full, file-size limit, I/O error, output path in use or unusable)."""
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse an output file path that cannot be written before any work starts: a directory, or a
+    location whose nearest existing parent is not a writable directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"output path {path} is a directory; give a file name such as {path / 'data.h5'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise WriteError(f"output path {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(f"output path {path}: directory {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise WriteError(f"output path {path} exists and is not writable")
+    return path
+
+
+class PathLock:
+    """Exclusive, non-blocking lock on `path` (a sidecar `path.lock` file), held until release().
+    A second PathLock on the same path, in any process, raises WriteError naming the holder's pid."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "writer"):
+        self.lock_path = Path(str(path) + ".lock")
+        self.fd = None
+        try:
+            import fcntl
+        except ImportError:   # pragma: no cover - not POSIX: no locking
+            return
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise WriteError(errno.EBUSY, f"{path} is in use by another {what} (pid {holder}, lock "
+                                              f"{self.lock_path}); wait for it to finish or choose another path") from None
+            try:   # the holder we waited on may have removed the lock file: lock the one on disk now
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.unlink(self.lock_path)   # while still holding it: a waiter re-checks the inode
+            os.close(self.fd)
+            self.fd = None
+
+
+def _room_for(path: Path, nbytes: int) -> None:
+    """Raise WriteError unless `nbytes` more can be written to `path` (free space, RLIMIT_FSIZE)."""
+    st = os.statvfs(path.parent)
+    free = st.f_bavail * st.f_frsize
+    if nbytes > free:
+        raise WriteError(errno.ENOSPC, f"not enough disk space for the next episode: needs about "
+                                       f"{nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free on {path.parent}")
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, AttributeError):   # pragma: no cover
+        return
+    if limit != resource.RLIM_INFINITY and path.stat().st_size + nbytes > limit:
+        raise WriteError(errno.EFBIG, f"the next episode would take {path} past this process's file-size limit "
+                                      f"({limit / 1e6:.1f} MB, ulimit -f)")
 
 
 def _register_blosc() -> bool:
@@ -92,11 +179,20 @@ class HDF5Writer:
                  compression: str | None = None, chunk_rows: int = 1):
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' (new file) or 'a' (append/resume), got {mode!r}")
-        self.path = Path(path)
+        self.path = check_output_path(path)
         self.partial = Path(str(self.path) + ".partial")
         self.compression = compression
         self.chunk_rows = chunk_rows
+        self.f = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = PathLock(self.path, "HDF5Writer")   # held until close: no other writer touches our files
+        try:
+            self._open(mode, metadata)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, mode: str, metadata: dict | None) -> None:
         if mode == "w":
             if self.partial.exists():
                 self.partial.unlink()
@@ -172,7 +268,56 @@ class HDF5Writer:
         return L, cols
 
     def write_episode(self, ep: dict) -> None:
+        """Append one episode. A write failure (or an episode that would not fit) raises WriteError; the
+        writer is then closed and the episodes committed before it stay resumable with mode="a"."""
+        if self.f is None:
+            raise ValueError(f"writer for {self.path} is closed")
         L, cols = self._validate(ep)
+        need = sum(v.nbytes for v in cols.values()) + 200 * L + (64 << 10)   # rows + per-chunk index + slack
+        try:
+            _room_for(self._target, need)
+            self._write(L, cols)
+        except (OSError, RuntimeError) as e:   # h5py raises both for failed writes and flushes
+            self._abandon(e)
+
+    def _abandon(self, err: Exception) -> None:
+        try:
+            n = self.num_episodes
+        except Exception:   # pragma: no cover
+            n = "the"
+        # Point HDF5's descriptor at /dev/null: closing then cannot write a half-updated index over the
+        # state the last flush left on disk, and succeeds (a close that fails leaves HDF5 objects open,
+        # and HDF5 segfaults at exit).
+        try:
+            fd = self.f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except Exception:   # pragma: no cover - not the sec2 driver: close as it is
+            pass
+        import gc
+        import sys
+        hook, sys.unraisablehook = sys.unraisablehook, lambda _: None   # h5py's failed flushes at dealloc
+        try:
+            err.__traceback__ = None   # drop the failed write's frames (and the dataset handles they hold)
+            gc.collect()
+            self.f.close()
+        except Exception:
+            pass
+        finally:
+            sys.unraisablehook = hook
+        self.f = None
+        self._lock.release()
+        code = getattr(err, "errno", None)
+        found = re.search(r"errno = (\d+)", str(err))   # h5py's messages carry the OS errno in their text
+        if found and code in (None, errno.EIO):
+            code = int(found.group(1))
+        msg = err.strerror if isinstance(err, WriteError) else os.strerror(code) if code else str(err)
+        raise WriteError(code or errno.EIO,
+                         f"writing {self.path} failed: {msg}. Stopped; {n} episodes committed before it are kept "
+                         f"in {self._target} (resume with mode='a' / collect --append)") from err
+
+    def _write(self, L: int, cols: dict) -> None:
         start = self.num_rows
         cols["step_idx"] = np.arange(L, dtype=np.int64)
         cols["episode_idx"] = np.full(L, self.num_episodes, dtype=np.int64)
@@ -185,6 +330,7 @@ class HDF5Writer:
             ds = self.f[k]
             ds.resize(start + L, axis=0)
             ds[start:start + L] = v
+            ds.flush()   # write its cached chunks now: a failure raises here, not silently at dealloc
         # Rows first, index last: a crash between the two leaves rows the index does not name.
         n = self.num_episodes
         for k, val in (("ep_len", L), ("ep_offset", start)):
@@ -195,12 +341,18 @@ class HDF5Writer:
     def close(self, complete: bool = True) -> None:
         if self.f is None:
             return
-        if complete:
-            self.f.attrs[COMPLETE_ATTR] = True
-        self.f.close()
+        try:
+            if complete:
+                self.f.attrs[COMPLETE_ATTR] = True
+            self.f.close()
+        except (OSError, RuntimeError) as e:
+            self._abandon(e)
         self.f = None
-        if complete and self._rename:
-            os.replace(self.partial, self.path)
+        try:
+            if complete and self._rename:
+                os.replace(self.partial, self.path)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "HDF5Writer":
         return self
