@@ -9,7 +9,8 @@ budget 50, CEM with the env's default iterations) on validation pairs: use a see
 evaluation does not use. With --probe-dataset, a ridge probe of the state (lewm_fast.probe, linear only,
 split by episode) shows what the latent holds at each step. The validation loss of the nearest epoch end
 is not logged by short runs, so the curve reports the training prediction loss averaged around each step.
-The JSON is rewritten after every snapshot, so an interrupted run keeps what it measured.
+The JSON is rewritten after every snapshot, so an interrupted run keeps what it measured, and rerunning the
+same command (e.g. while training writes more snapshots) measures only the snapshots not in it yet.
 """
 from __future__ import annotations
 
@@ -22,18 +23,18 @@ from pathlib import Path
 import numpy as np
 
 
-def snapshots(run: Path) -> list[tuple[int, Path]]:
+def snapshots(run: Path, final: bool = True) -> list[tuple[int, Path]]:
     found = []
     for p in run.glob("model-step*.safetensors"):
         m = re.fullmatch(r"model-step(\d+)\.safetensors", p.name)
         if m:
             found.append((int(m.group(1)), p))
-    final = run / "model.safetensors"
-    if final.is_file():
+    last = run / "model.safetensors"
+    if final and last.is_file():
         from lewm_fast.checkpoint import load_checkpoint
-        step = int(load_checkpoint(final).info.get("step", -1))
+        step = int(load_checkpoint(last).info.get("step", -1))
         if step not in {s for s, _ in found}:
-            found.append((step, final))
+            found.append((step, last))
     return sorted(found)
 
 
@@ -71,17 +72,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--probe-dataset", help="held-out HDF5 with a state column: add linear-probe R^2 per snapshot")
     ap.add_argument("--probe-frames", type=int, default=3000)
+    ap.add_argument("--snapshots-only", action="store_true",
+                    help="skip model.safetensors (while training runs it is a moving target)")
     ap.add_argument("--out", required=True, help="JSON report (rewritten atomically after each snapshot)")
     args = ap.parse_args(argv)
     run = Path(args.run)
-    snaps = snapshots(run)
+    snaps = snapshots(run, final=not args.snapshots_only)
     if not snaps:
         raise SystemExit(f"{run}: no model-step*.safetensors or model.safetensors")
     iters = DEFAULT_ITERATIONS.get(args.env, 10)
     report = {"run": str(run), "env": args.env, "pairs": "expert", "seed": args.seed, "episodes": args.episodes,
               "cem": {"num_samples": 300, "iterations": iters}, "precision": args.precision,
               "probe_dataset": args.probe_dataset, "points": []}
+    if Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        same = all(old.get(k) == report[k] for k in report if k != "points")
+        if not same:
+            raise SystemExit(f"{args.out} holds a curve with other settings; pass another --out or delete it")
+        report["points"] = old["points"]
+    done = {p["step"] for p in report["points"]}
     for step, path in snaps:
+        if step in done:
+            continue
         t0 = time.perf_counter()
         res = evaluate(args.env, checkpoint=str(path), policy="cem", seeds=(args.seed,), num_eval=args.episodes,
                        precision=args.precision, planner_kwargs={"iterations": iters})
@@ -89,7 +101,7 @@ def main(argv=None) -> dict:
                  "train_pred_loss": train_loss_near(run, step), "eval_wall_s": time.perf_counter() - t0}
         if args.probe_dataset:
             point["linear_probe_r2"] = linear_probe(path, args.env, args.probe_dataset, args.probe_frames)
-        report["points"].append(point)
+        report["points"] = sorted(report["points"] + [point], key=lambda p: p["step"])
         print(json.dumps(point), flush=True)
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
