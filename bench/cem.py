@@ -282,7 +282,10 @@ def run(args) -> dict:
                     st = stats(times, B)
                     tf = floor * B / st["median_s"] / 1e12
                     pk = peak.get(prec, peak["fp32"])["tflops"]
-                    v = {"backend": backend, "precision": prec, "B": B, "raw_s": times, "raw_solve_only_s": solve_s,
+                    v = {"backend": backend, "precision": prec, "B": B,
+                         # what actually ran (never a silent fallback: the planner raises instead)
+                         "ran": {k: res.info[k] for k in ("kernels", "cuda_graph", "predictor")},
+                         "raw_s": times, "raw_solve_only_s": solve_s,
                          "raw_cpu_s": cpu_s,
                          # process CPU time: robust on a busy CPU; meaningless for GPU work
                          "speedup_vs_reference_cpu_time": None if not cpu else

@@ -20,27 +20,12 @@ from .planning.graph import GraphSolveRunner, run_solve
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
 from .planning.precision import check_precision, precision_flags
 from .planning.solvers import make_solver
-
-BACKENDS = ("auto", "eager", "triton", "graph")
-
-
-def _triton_kernels_available() -> bool:
-    try:
-        from .kernels import predictor as kp  # noqa: F401
-        return hasattr(kp, "predictor_forward_triton")
-    except Exception:  # ImportError, or Triton failing to initialise without a GPU
-        return False
+from .planning.switches import BACKENDS, backend_name, kernels_status, resolve  # noqa: F401 - re-exported
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "graph" if device.type == "cuda" and _triton_kernels_available() else "eager"
-    if backend == "graph" and device.type != "cuda":
-        raise RuntimeError(f"backend='graph' replays CUDA graphs and needs a CUDA device, got {device}; "
-                           "use backend='eager' (or 'auto') on CPU")
-    return backend
+    """The legacy name of what `backend` runs as on `device` (see planning/switches.py)."""
+    return backend_name(*resolve(backend, "auto", "auto", torch.device(device)))
 
 
 @dataclass
@@ -56,19 +41,22 @@ class Planner:
     def __init__(self, model, action_stats: dict | None = None, *, solver: str = "cem", horizon: int = 5,
                  num_samples: int = 300, iterations: int = 30, topk: int = 30, var_scale: float = 1.0,
                  history_len: int | None = None, device=None, backend: str = "auto", precision: str = "fp32",
-                 seed: int = 42, generator: torch.Generator | None = None, chunk_rows: int | None = None,
+                 kernels: str = "auto", cuda_graph="auto", seed: int = 42, generator: torch.Generator | None = None, chunk_rows: int | None = None,
                  **solver_options):
         """model: a LeWM (its cfg fixes image size, frameskip = action block, action dims).
         action_stats: {"mean", "std"} of raw env actions (per env action dim) used to normalise the
         model's action inputs; planned actions are un-normalised with them (None: identity).
         solver: "cem" | "icem" | "mppi"; solver_options go to it (e.g. temperature=, noise_beta=).
+        kernels: "torch" | "triton" | "auto"; cuda_graph: True | False | "auto" (planning/switches.py);
+        backend: the old names, aliases of the two ("eager", "triton", "graph", "auto").
         seed: seeds the planner's own generator once (like the reference); or pass generator=.
         chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.cfg = cfg = model.cfg
         self.model = model.to(self.device).eval()
         self.precision = check_precision(precision)
-        self.backend = resolve_backend(backend, self.device)
+        self.kernels, self.cuda_graph = resolve(backend, kernels, cuda_graph, self.device)
+        self.backend = backend_name(self.kernels, self.cuda_graph)
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.horizon = horizon
@@ -84,11 +72,10 @@ class Planner:
         self.generator = generator
         if chunk_rows is None and self.device.type == "cpu":
             chunk_rows = 512         # CPU: 300-600 rows per pass keeps the working set in cache (measured)
-        predictor = "triton" if self.backend == "triton" or (
-            self.backend == "graph" and _triton_kernels_available()) else "eager"
-        self.engine = RolloutEngine(self.model, precision=precision, predictor_backend=predictor,
+        self.engine = RolloutEngine(self.model, precision=precision,
+                                    predictor_backend="triton" if self.kernels == "triton" else "eager",
                                     chunk_rows=chunk_rows)
-        self._graph = GraphSolveRunner(self.engine, self.solver, self.generator) if self.backend == "graph" else None
+        self._graph = GraphSolveRunner(self.engine, self.solver, self.generator) if self.cuda_graph else None
 
     def _device_options(self, opts: dict) -> dict:
         # bounds live on the device up front: no host-to-device copies inside a (captured) solve
@@ -190,7 +177,9 @@ class Planner:
         actions = self.unnormalise_actions(plan.reshape(B, T * cfg.frameskip, cfg.env_action_dim))
         timing = {"encode_s": t1 - t0, "solve_s": t2 - t1, "total_s": time.perf_counter() - t0,
                   "per_env_solve_s": (t2 - t1) / B}
-        info = {"solver": self.solver_name, "backend": self.backend, "precision": self.precision,
+        info = {"solver": self.solver_name, "backend": self.backend, "kernels": self.kernels,
+                "cuda_graph": self.cuda_graph, "predictor": type(self.engine.predictor).__name__,
+                "precision": self.precision,
                 "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
                 "iterations": self.solver.iterations, "horizon": T, "history_len": H}
         return PlanResult(actions=actions, blocks=plan, cost=cost, timing=timing, info=info)

@@ -5,7 +5,7 @@ import torch
 
 from helpers import random_model
 from lewm_fast.model import LeWM, LeWMConfig
-from lewm_fast.planner import Planner, resolve_backend
+from lewm_fast.planner import Planner, resolve, resolve_backend
 from lewm_fast.planning.engine import RolloutEngine
 from lewm_fast.planning.solvers import CEM, ICEM, MPPI
 
@@ -225,6 +225,39 @@ def test_backend_choice_on_cpu():
         Planner(_model(1), precision="fp8")
 
 
+def test_switches_and_their_aliases_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve("auto", "auto", "auto", cpu) == ("torch", False)       # interpreter: never picked by auto
+    assert resolve("eager", "auto", "auto", cpu) == ("torch", False)
+    assert resolve("auto", "torch", False, cpu) == ("torch", False)
+    with pytest.raises(ValueError, match="conflicts"):
+        resolve("eager", "triton", "auto", cpu)
+    with pytest.raises(ValueError, match="kernels"):
+        resolve("auto", "cuda", "auto", cpu)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        Planner(_model(1), kernels="torch", cuda_graph=True, device="cpu")
+
+
+def test_triton_request_without_runnable_kernels_raises_with_the_reason():
+    """Without TRITON_INTERPRET the kernels cannot run on CPU: asking for them must say so, not fall back."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from lewm_fast.planner import Planner, kernels_status\n"
+            "from lewm_fast.model import LeWM, LeWMConfig\n"
+            "print(kernels_status('cpu'))\n"
+            "for b in ('triton', 'graph'):\n"
+            "    try: Planner(LeWM(LeWMConfig.tiny()), backend=b, device='cpu')\n"
+            "    except RuntimeError as e: print(b, 'raised:', e)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, triton, graph = out.stdout.strip().splitlines()[-3:]
+    assert status.startswith("(False") and "TRITON_INTERPRET" in status
+    assert triton.startswith("triton raised:") and "TRITON_INTERPRET" in triton
+    assert graph.startswith("graph raised:")
+
+
 def test_from_checkpoint_uses_action_stats(tmp_path):
     from lewm_fast.checkpoint import save_checkpoint
 
@@ -288,6 +321,7 @@ def test_triton_backend_planner_matches_eager():
     obs, goal = _frames(1), _frames(1, seed=1)
     a = Planner(m, backend="eager", **kw).plan(obs, goal)
     b = Planner(m, backend="triton", **kw).plan(obs, goal)
-    assert b.info["backend"] == "triton"
+    assert b.info["backend"] == "triton" and b.info["kernels"] == "triton" and b.info["predictor"] == "TritonPredictor"
+    assert a.info["kernels"] == "torch" and a.info["predictor"] == "EagerPredictor" and a.info["cuda_graph"] is False
     torch.testing.assert_close(b.blocks, a.blocks, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.cost, a.cost, rtol=1e-4, atol=1e-6)
