@@ -176,7 +176,9 @@ def matmul_peak(device, precisions, n=None, reps=None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-def run(args) -> dict:
+def run(args, emit=lambda report: None) -> dict:
+    """The whole comparison; `emit(report)` is called with the report so far after every measurement
+    (main writes it to disk each time, so a run killed by a stage timeout keeps what it measured)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,13 +247,14 @@ def run(args) -> dict:
                                             "note": "EXTRAPOLATED: envs x median single-env solve (the reference "
                                                     "solves environments one after another)"}
     ref_per_env = ref_single["median_s"]
+    emit(report)
 
     # -- lewm_fast -----------------------------------------------------------------------------------
     from lewm_fast.planner import Planner
 
     for backend in args.backends.split(","):
         for prec in precisions:
-            reason = _cannot_run(backend, prec, device)
+            reason = _cannot_run(backend, prec, device, tiny=args.tiny)
             if reason:
                 report["skipped"].append({"backend": backend, "precision": prec, "reason": reason})
                 log(f"skip {backend}/{prec}: {reason}")
@@ -296,10 +299,12 @@ def run(args) -> dict:
                     if B == 1:
                         v["agreement"] = agreement
                     report["variants"].append(v)
+                    emit(report)
             except Exception as e:  # a backend failing must not lose the rest of the report
                 report["skipped"].append({"backend": backend, "precision": prec,
                                           "reason": f"failed: {type(e).__name__}: {e}"})
                 log(f"{backend}/{prec} FAILED: {type(e).__name__}: {e}")
+                emit(report)
 
     # -- DINO-WM -------------------------------------------------------------------------------------
     if not args.no_dinowm:
@@ -307,11 +312,18 @@ def run(args) -> dict:
     return report
 
 
-def _cannot_run(backend, prec, device) -> str | None:
+def _cannot_run(backend, prec, device, tiny: bool = False) -> str | None:
     if backend not in ("eager", "triton", "graph"):
         return f"unknown backend {backend!r}"
-    if backend in ("triton", "graph") and device.type != "cuda":
-        return f"backend '{backend}' needs a CUDA GPU (Triton kernels / CUDA graphs); device is {device}"
+    if backend == "graph" and device.type != "cuda":
+        return f"backend 'graph' needs a CUDA GPU (CUDA graphs); device is {device}"
+    if backend == "triton" and device.type != "cuda":
+        from lewm_fast.planner import kernels_status
+
+        ok, why = kernels_status(device)
+        if not (ok and tiny):   # the interpreter runs tiny models (dry runs, tests), far too slow beyond
+            return (f"backend 'triton' needs a CUDA GPU here ({why})" if not ok else
+                    "backend 'triton' on CPU runs the Triton interpreter: --tiny only")
     if prec == "tf32" and device.type != "cuda":
         return "tf32 is a CUDA matmul mode"
     return None
@@ -445,9 +457,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--out", help="JSON path (default bench/reports/cem-<env>-<device>.json; .md beside it)")
     args = ap.parse_args(argv)
-    report = run(args)
-    report = {"environment": environment(), **report}
     out = Path(args.out) if args.out else REPORTS / f"cem-{args.env}-{device_tag()}{'-quick' if args.quick else ''}.json"
+    env = environment()
+    report = run(args, emit=lambda r: write_report(out, {"environment": env, **r, "complete": False}))
+    report = {"environment": env, **report, "complete": True}
     write_report(out, report)
     table = markdown(report)
     from lewm_fast.checkpoint import atomic_write
