@@ -119,7 +119,8 @@ class Reference:
 
     def __init__(self, model, device, env_action_dim, samples, iterations, topk, force_port=False):
         sys.path.insert(0, str(ROOT / "tests"))
-        from reference_compat import REFERENCE_ERROR, import_reference
+        import reference_compat
+        from reference_compat import import_reference
 
         self.device, self.E = device, env_action_dim
         self.kw = dict(num_samples=samples, n_steps=iterations, topk=topk, var_scale=1.0)
@@ -132,7 +133,7 @@ class Reference:
             self.ref_model = reference_from_ours(model).to(device)
         else:
             self.kind = ("port bench/reference_port.py (package not importable: "
-                         f"{'--reference-port given' if force_port else REFERENCE_ERROR})")
+                         f"{'--reference-port given' if force_port else reference_compat.REFERENCE_ERROR})")
             self.ref_model = None
 
     def solver(self, seed: int, n_envs: int):
