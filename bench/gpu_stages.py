@@ -142,7 +142,7 @@ def stage_equality(out) -> int:
 
 def stage_kernels(out) -> int:
     """Each predictor kernel at the shapes of one B=50 PushT rollout step, timed, against the roofline's
-    prediction for the same launch (bench/roofline.py, today's whole-window path)."""
+    prediction for the same launch (bench/roofline.py, today's tiles)."""
     from bench import roofline
     from bench.kernels import kernel_cases
     from lewm_fast.model import LeWMConfig
@@ -166,12 +166,12 @@ def stage_kernels(out) -> int:
             return 1e3 * (time.perf_counter() - t)
     for prec in ("bf16", "fp32"):
         for T in (1, 3):
-            for name, kernel, last_only, fn in kernel_cases(cfg, N, T, prec, dev):
+            for name, kernel, opts, fn in kernel_cases(cfg, N, T, prec, dev):
                 try:
                     ms = bench(fn)
                     pred = None
                     if kernel is not None:
-                        lc = roofline.launch(kernel, cfg, N, T, prec, path="whole_window", last_only=last_only)
+                        lc = roofline.launch(kernel, cfg, N, T, prec, path="kv_cache_today", **opts)
                         pred = lc.ms(prec, graph=False)
                     r.add(kernel=name, precision=prec, T=T, measured_ms=ms, roofline_ms=pred,
                           measured_over_roofline=None if pred is None else ms / pred)

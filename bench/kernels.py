@@ -99,7 +99,7 @@ def random_predictor(cfg):
 
 
 def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
-    """(name, roofline kernel name or None, last_only, zero-argument launch) for each predictor kernel
+    """(name, roofline kernel name or None, its roofline.launch options, zero-argument launch) per kernel
     at one rollout step's shapes (N sequences of T tokens), with the planner's precision ("bf16": bf16
     matmul weights, fp32 activations; "fp32": exact products) and random weights of the config's size.
     The GPU check times these against bench/roofline.py's prediction for the same launch."""
@@ -119,18 +119,23 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     emb, act, x, xn = r(N, T, D), r(N, T, D), r(N, T, D), r(N, T, D)
     mod = r(N, T, 6 * D)
     shift, scale, gate = mod[..., :D], mod[..., D:2 * D], mod[..., 2 * D:3 * D]
-    return [
-        ("adaln_modulation(all blocks)", "adaln_modulation", False,
+    kv = r(N, 3, 2, cfg.pred_heads * cfg.pred_dim_head)
+    cached = [] if T < 3 else [        # the growing window's last step: 2 cached tokens, last row only
+        ("attention(2 cached, last_only)", "attention", dict(new=1, last_only=True),
+         lambda: attention(xn[:, -1:].contiguous(), blk.w_qkv, blk.w_out, blk.b_out, x[:, -1:], gate[:, -1:],
+                           packed.heads, precision="ieee", last_only=True, kv_cache=kv, cached=2))]
+    return cached + [
+        ("adaln_modulation(all blocks)", "adaln_modulation", {},
          lambda: adaln_modulation(act, packed.mod_w, packed.mod_b, precision="ieee")),
-        ("norm_modulate", "norm_modulate", False, lambda: norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)),
-        ("attention", "attention", False,
+        ("norm_modulate", "norm_modulate", {}, lambda: norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)),
+        ("attention", "attention", {},
          lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee")),
-        ("attention(last_only)", "attention", True,
+        ("attention(last_only)", "attention", dict(last_only=True),
          lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee",
                            last_only=True)),
-        ("mlp", "mlp", False, lambda: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2,
+        ("mlp", "mlp", {}, lambda: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2,
                                           blk.b2, precision="ieee")),
-        ("predictor_forward (whole window)", None, False,
+        ("predictor_forward (whole window)", None, {},
          lambda: predictor_forward_triton(packed, emb, act, precision=kp_prec)),
     ]
 

@@ -5,12 +5,15 @@
 So the first GPU run is checked against a prediction (bench/gpu_check.py compares its per-kernel
 timings with `launch()` at the same shapes). Two Triton paths are modelled, at bf16 and exact fp32:
 
-- "whole_window": today's TritonPredictor: every rollout step recomputes its whole window (12 token
-  passes per candidate at horizon 5), the fp32 AdaLN modulation is recomputed and written for every
-  window, no last_only, 16-32 rows per program (each program re-reads its weight tiles through L2);
-- "kv_cache": the design issue 14 asks for: keys/values kept while the window grows (9 token passes),
-  last_only in the last block, modulation once per iteration stored in the compute dtype, >= 128
-  rows per program.
+- "whole_window": the Triton path before issue 14 (predictor_forward_triton per window): every
+  rollout step recomputes its whole window (12 token passes per candidate at horizon 5), the fp32
+  AdaLN modulation is recomputed and written for every window, no last_only, 16-32 rows per program
+  (each program re-reads its weight tiles through L2);
+- "kv_cache_today": today's TritonPredictor: keys/values kept while the window grows (9 token
+  passes), last_only in the last block, modulation once per iteration, but still fp32 modulation and
+  the 16-32-row tiles;
+- "kv_cache": the design issue 14 asks for: the same step with modulation stored in the compute
+  dtype and >= 128 rows per program.
 
 Per launch: time = max(FLOPs / peak, DRAM bytes / bandwidth, L2 bytes / L2 bandwidth) + launch cost.
 DRAM bytes count activations read and written plus each weight once; L2 bytes count weight tiles per
@@ -31,8 +34,10 @@ PEAKS = {"bf16_tflops": 790.0, "fp32_fma_tflops": 67.0, "dram_tbps": 4.3, "l2_tb
 SOURCES = {"bf16_tflops": "measured (issue 14)", "dram_tbps": "measured (issue 14)",
            "fp32_fma_tflops": "H200 data sheet, non-tensor fp32", "l2_tbps": "assumption",
            "launch_us_graph": "assumption (CUDA graph node)", "launch_us_eager": "assumption (Python + launch)"}
-ROWS_PER_PROGRAM = {"whole_window": {"attention": 16, "mlp": 32, "adaln_modulation": 32},
+_TODAY_TILES = {"attention": 16, "mlp": 32, "adaln_modulation": 32}
+ROWS_PER_PROGRAM = {"whole_window": _TODAY_TILES, "kv_cache_today": _TODAY_TILES,
                     "kv_cache": {"attention": 128, "mlp": 128, "adaln_modulation": 128}}
+PATHS = tuple(ROWS_PER_PROGRAM)
 
 
 @dataclass
@@ -58,7 +63,8 @@ def launch(kernel: str, cfg, rows: int, tokens: int, precision: str, path: str =
     new = tokens if new is None else new
     wb = 2 if precision == "bf16" else 4                # matmul weight bytes
     ab = 4                                              # residual stream stays fp32
-    mb = 4 if path == "whole_window" else wb            # modulation storage: fp32 today, compute dtype later
+    mb = wb if path == "kv_cache" else 4                # modulation storage: fp32 today, compute dtype later
+    cached = path != "whole_window"
     per_prog = ROWS_PER_PROGRAM[path]
     if kernel == "adaln_modulation":                    # all blocks' 6 vectors of `tokens` action tokens
         n, out = rows * tokens, cfg.pred_depth * 6 * D
@@ -72,8 +78,8 @@ def launch(kernel: str, cfg, rows: int, tokens: int, precision: str, path: str =
         q_rows = rows * (1 if last_only else new)
         n = rows * new
         w = 3 * inner * D * wb + D * inner * wb
-        kv_cached = rows * (tokens - new) * 2 * inner * ab if path == "kv_cache" else 0
-        kv_written = rows * new * 2 * inner * ab if path == "kv_cache" and not last_only else 0
+        kv_cached = rows * (tokens - new) * 2 * inner * ab if cached else 0
+        kv_written = rows * new * 2 * inner * ab if cached and not last_only else 0
         pairs = rows * sum(range(tokens - (1 if last_only else new) + 1, tokens + 1))
         flops = 2 * n * D * 2 * inner + 2 * q_rows * D * inner + 4 * pairs * inner + 2 * q_rows * inner * D
         dram = n * D * ab + q_rows * D * (ab + mb + ab) + w + kv_cached + kv_written
@@ -98,7 +104,8 @@ def solve_launches(cfg, B: int = 50, S: int = 300, iterations: int = 30, horizon
         + 2 * cfg.act_mlp_scale * D * D
     per_iter.append(Launch("action_embedder(torch, 4 launches)", N * L * act_flops,
                            N * L * (A + 2 * cfg.act_mlp_scale * D + D) * 4, count=4))
-    if path == "kv_cache":
+    cached = path != "whole_window"
+    if cached:
         per_iter.append(launch("adaln_modulation", cfg, N, L, precision, path))
     steps = _windows(history, horizon, cfg.num_frames)
     for t, (n, new) in enumerate(steps):
@@ -108,11 +115,11 @@ def solve_launches(cfg, B: int = 50, S: int = 300, iterations: int = 30, horizon
         per_iter.append(Launch("window stack + pos add (torch, 2 launches)", 0, N * new * D * 4 * 3, count=2))
         last_block = cfg.pred_depth - 1
         for li in range(cfg.pred_depth):
-            lo = path == "kv_cache" and li == last_block
+            lo = cached and li == last_block
             per_iter.append(launch("norm_modulate", cfg, N, n, precision, path, new=new))
             per_iter.append(launch("attention", cfg, N, n, precision, path, new=new, last_only=lo))
             per_iter.append(launch("mlp", cfg, N, n, precision, path, new=new, last_only=lo))
-        per_iter.append(launch("final_norm", cfg, N, n, precision, path, last_only=path == "kv_cache"))
+        per_iter.append(launch("final_norm", cfg, N, n, precision, path, last_only=cached))
         per_iter.append(Launch("pred_proj(torch, 4 launches)", 2 * 2 * N * D * P,
                                N * (D * 4 + P * 4 * 3 + D * 4) + 2 * P * D * wb, count=4))
     per_iter.append(Launch("cost + CEM refit (torch: randn per env, topk, gather, mean/std; ~12 + B launches)",
@@ -140,7 +147,7 @@ def model(cfg=None, B: int = 50, S: int = 300, iterations: int = 30) -> dict:
     out = {"what": f"one {B}-env PushT CEM solve ({S} samples x {iterations} iterations, horizon 5, history 1)",
            "peaks": PEAKS, "peak_sources": SOURCES, "rows_per_program": ROWS_PER_PROGRAM, "target_ms": 250.0,
            "paths": {}}
-    for path in ("whole_window", "kv_cache"):
+    for path in PATHS:
         for prec in ("bf16", "fp32"):
             rows = []
             for lc in solve_launches(cfg, B, S, iterations, precision=prec, path=path):

@@ -57,7 +57,7 @@ def test_dry_run_runs_every_stage(tmp_path):
     assert fp32["plan_max_abs"] <= 1e-4 and fp32["ran"] == "TritonPredictor"
     assert {s["what"] for s in eq["skipped"]} == {"graph-vs-triton bf16", "graph-vs-triton fp32"}
     kern = json.loads((out / "kernels.json").read_text())
-    assert not kern["skipped"] and len(kern["records"]) == 2 * 2 * 6
+    assert not kern["skipped"] and len(kern["records"]) == 2 * (6 + 7)       # T = 1 and 3 (+ cached) x 2 precisions
     assert all(r["roofline_ms"] > 0 for r in kern["records"] if r["kernel"] != "predictor_forward (whole window)")
     assert "skipped" in (out / "pytest-gpu.log").read_text()                 # GPU tests skip with a reason
 

@@ -313,6 +313,50 @@ def test_triton_backend_costs_match_eager():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("H", [1, 2, 3, 4])
+def test_triton_backend_rollout_matches_eager(H):
+    """Every step of the KV-cached Triton rollout (growing window from the cache, sliding window
+    recomputed, history > window) against the eager engine, whose equality with LeWM.rollout is pinned
+    above; 3 + 2 rows per chunk so a chunk boundary splits the environments."""
+    _triton_predictor_or_skip()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = _model(H).to(dev)
+    g = torch.Generator().manual_seed(40 + H)
+    B, S, T, D, A = 1, 5, 5, m.cfg.embed_dim, m.cfg.action_dim
+    ctx, cand = torch.randn(B, H, D, generator=g).to(dev), torch.randn(B, S, T, A, generator=g).to(dev)
+    hist = torch.randn(B, S, H - 1, A, generator=g).to(dev) if H > 1 else None
+    want = RolloutEngine(m, predictor_backend="eager").rollout(ctx, cand, hist)
+    eng = RolloutEngine(m, predictor_backend="triton", chunk_rows=3)
+    assert eng.predictor.supports_kv_cache
+    torch.testing.assert_close(eng.rollout(ctx, cand, hist), want, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_backend_does_nine_token_passes_and_one_modulation():
+    """Horizon 5, history 1: windows of 1, 2, 3 (growing: 1 new token each), then 3, 3 (slid: all new)
+    = 9 token passes per candidate through each block (not 12); the last block's MLP sees only the row
+    pred_proj reads (5 per candidate); the modulation runs once per iteration."""
+    _triton_predictor_or_skip()
+    m = _model(1)
+    eng = RolloutEngine(m, predictor_backend="triton")
+    rows = {"adaln": 0, "norm": 0, "mlp": 0}
+    adaln, attention, mlp, norm = eng.predictor._k
+
+    def counted(key, fn, per_row):
+        def wrapped(x, *a, **k):
+            rows[key] += x.numel() // x.shape[-1] if per_row else 1
+            return fn(x, *a, **k)
+        return wrapped
+    eng.predictor._k = (counted("adaln", adaln, False), attention, counted("mlp", mlp, True), counted("norm", norm, True))
+    S = 4
+    g = torch.Generator().manual_seed(0)
+    eng.costs(torch.randn(1, 1, m.cfg.embed_dim, generator=g), torch.randn(1, m.cfg.embed_dim, generator=g),
+              torch.randn(1, S, 5, m.cfg.action_dim, generator=g))
+    depth = m.cfg.pred_depth
+    assert rows["adaln"] == 1
+    assert rows["norm"] == S * (9 * depth + 5)      # + the final norm: one row per step
+    assert rows["mlp"] == S * (9 * (depth - 1) + 5)
+
+
 def test_triton_backend_planner_matches_eager():
     _triton_predictor_or_skip()
     m = _model(1)

@@ -8,10 +8,9 @@ is swapped to change *how* it is computed, never *what*:
   AdaLN modulation of every action token once per iteration for all 6 blocks in one matmul, and in
   the last block runs query/attention-output/MLP for the last token only (the only row pred_proj
   and the cost ever read).
-- `TritonPredictor`: full-window passes through the fused kernels in `lewm_fast.kernels.predictor`
-  (`predictor_forward_triton` takes whole windows, so this backend recomputes the <= 3-token window
-  each step: 12 token passes per candidate and iteration instead of the eager path's 9 at horizon 5;
-  a cache-aware kernel entry point would plug in here through `supports_kv_cache`).
+- `TritonPredictor`: the same step through the fused kernels of `lewm_fast.kernels` (modulation
+  once per iteration, KV cache while the window grows, last_only in the last block: 9 token passes
+  per candidate at horizon 5), calling the kernel launchers directly.
 
 Protocol (duck-typed): `supports_kv_cache`, `begin(act_emb)` once per row chunk and iteration, and
 `window(x, lo, pos0, cache, keep_cache) -> (last_row_after_final_norm, cache)`.
@@ -144,31 +143,57 @@ class EagerPredictor:
 
 
 class TritonPredictor:
-    """Full-window predictor passes through lewm_fast.kernels.predictor (fused Triton kernels)."""
-    supports_kv_cache = False
+    """The same step through the fused kernels of lewm_fast.kernels, weights packed once here.
+
+    Like EagerPredictor: the AdaLN modulation of every action token is computed once per row chunk
+    and iteration (one adaln_modulation launch for all blocks), keys/values of earlier window tokens
+    come from a KV cache (N, depth, num_frames, 2, inner) while the window grows (9 token passes per
+    candidate at horizon 5, not 12), and the last block computes only the row pred_proj reads."""
+    supports_kv_cache = True
 
     def __init__(self, model, precision: str = "fp32"):
         try:
-            from lewm_fast.kernels import predictor as kp
+            from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate, predictor
         except ImportError as e:
-            raise ImportError(f"backend='triton' needs lewm_fast.kernels.predictor (Triton): {e}") from e
-        if not hasattr(kp, "predictor_forward_triton"):
-            raise ImportError("lewm_fast.kernels.predictor has no predictor_forward_triton; "
-                              "the triton backend cannot run with this kernels version")
-        self._forward = kp.predictor_forward_triton
-        self.predictor = model.predictor
-        self.precision = precision
-        self.act = None
+            raise ImportError(f"kernels='triton' needs lewm_fast.kernels (Triton): {e}") from e
+        self._k = (adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate)
+        self.packed = predictor.pack_predictor(model.predictor, precision=precision,
+                                               dtype=torch.float32)
+        self.kp = "tf32" if precision == "tf32" else "ieee"   # the tl.dot knob (bf16 = the weights' dtype)
+        self.num_frames = model.cfg.num_frames
+        blk = model.predictor.transformer.layers[0].attn
+        self.inner = blk.heads * blk.dim_head
+        self.mods = None
 
     def begin(self, act_emb):
-        self.act = act_emb
+        """act_emb (n, L, D): every block's modulation of every action token, once (activation dtype)."""
+        adaln, p = self._k[0], self.packed
+        self.mods = adaln(act_emb.to(p.dtype).contiguous(), p.mod_w, p.mod_b, precision=self.kp)
 
     def window(self, x, lo, pos0, cache, keep_cache):
-        if pos0 != 0 or cache is not None:
-            raise RuntimeError("TritonPredictor recomputes whole windows; the engine must not pass a cache")
-        act = self.act[:, lo:lo + x.shape[1]]
-        out = self._forward(self.predictor, x, act, precision=self.precision)
-        return out[:, -1].float(), None
+        """As EagerPredictor.window; the cache is one tensor (depth, n, num_frames, 2, inner), updated in place."""
+        _, attention, mlp, norm_modulate = self._k
+        p, D = self.packed, self.packed.dim
+        n, m, _ = x.shape
+        depth = len(p.blocks)
+        if pos0 and cache is None:
+            raise RuntimeError("a window starting at position > 0 needs the cache of the earlier positions")
+        if cache is None and keep_cache:
+            cache = torch.empty(depth, n, self.num_frames, 2, self.inner, dtype=p.dtype, device=x.device)
+        x = (x.to(p.dtype) + p.pos[pos0:pos0 + m]).contiguous()
+        mods = self.mods[:, lo + pos0:lo + pos0 + m]
+        for i, blk in enumerate(p.blocks):
+            sh_a, sc_a, g_a, sh_f, sc_f, g_f = (mods[..., (6 * i + j) * D:(6 * i + j + 1) * D] for j in range(6))
+            xn = norm_modulate(x, sh_a, sc_a, blk.attn_ln_w, blk.attn_ln_b, blk.eps_plain1, blk.eps_attn)
+            last = i == depth - 1            # only the last row is read after the last block
+            x = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, g_a, p.heads, precision=self.kp, last_only=last,
+                          kv_cache=None if cache is None else cache[i], cached=pos0, store_kv=keep_cache)
+            if last:
+                sh_f, sc_f, g_f = sh_f[:, -1:], sc_f[:, -1:], g_f[:, -1:]
+            x = mlp(x, sh_f, sc_f, g_f, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2, blk.b2,
+                    precision=self.kp, eps_plain=blk.eps_plain2, eps_affine=blk.eps_mlp)
+        out = norm_modulate(x[:, -1], None, None, p.final_w, p.final_b, eps_affine=p.final_eps)
+        return out.float(), (cache if keep_cache else None)
 
 
 def make_predictor_backend(name: str, model, precision: str):

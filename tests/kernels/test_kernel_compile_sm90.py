@@ -1,7 +1,8 @@
-"""The kernels compile for Hopper (sm_90) with the launchers' default configurations and fit its
-shared memory; runs on the CPU (Triton lowers to a cubin without a GPU). A subprocess, because here
+"""The kernels compile for Hopper (sm_90) with the launchers' default configurations, fit its
+shared memory and stay under compile_check.MAX_SPILL bytes of register spill per thread; runs on the CPU (Triton lowers to a cubin without a GPU). A subprocess, because here
 the test process defines the kernels for the interpreter."""
 import inspect
+import re
 import os
 import subprocess
 import sys
@@ -42,4 +43,6 @@ def test_kernels_compile_for_sm90():
                           capture_output=True, text=True, env=env, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("ok", "FAIL"))]
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert len(lines) == 8 and all(ln.startswith("ok") for ln in lines), proc.stdout
+    assert len(lines) == 10 and all(ln.startswith("ok") for ln in lines), proc.stdout
+    # the spill bound was really checked: cuobjdump reported every kernel's stack bytes
+    assert all(re.search(r"spill=\d+B \(max \d+\)", ln) for ln in lines), proc.stdout
