@@ -344,7 +344,7 @@ def _peak(device, base):
 
 
 def run_dinowm(args, device, lewm_cfg, ref_per_env, variants, it_full: int) -> dict:
-    from bench.dinowm import DinoWMConfig, DinoWMReferenceCEM, random_dinowm
+    from bench.dinowm import DinoWMConfig, DinoWMReferenceCEM, derivation, random_dinowm
 
     cpu = device.type == "cpu"
     dcfg = (DinoWMConfig.small if args.tiny else DinoWMConfig)(action_dim=lewm_cfg.action_dim)
@@ -367,7 +367,7 @@ def run_dinowm(args, device, lewm_cfg, ref_per_env, variants, it_full: int) -> d
     solve_s = t if measured_full else t / (S * it) * S_full * it_full
     flops = dinowm_solve_flops(dcfg, num_samples=S_full, iterations=it_full)["total"]
     best = min(variants, key=lambda v: v["per_env_solve_s"]) if variants else None
-    out = {"config": dcfg.__dict__, "predictor_params": sum(p.numel() for p in model.pred_blocks.parameters()),
+    out = {"config": dcfg.__dict__, "derivation": derivation(dcfg), "predictor_params": sum(p.numel() for p in model.pred_blocks.parameters()),
            "measured": {"samples": S, "iterations": it, "seconds": t}, "peak_mem_mib": _peak(device, mem),
            "solve_s": solve_s, "extrapolated": not measured_full,
            "note": ("measured at full size" if measured_full else
@@ -420,6 +420,7 @@ def markdown(report: dict) -> str:
                      f"{1 / d['solve_s']:.4f} | {1 / d['ratio_vs_reference_lewm']:.3f}x | {d['tflops']:.3f} | - | "
                      f"{_fmt(d['peak_mem_mib'])} | - | - |")
         best = d["best_lewm_fast"]
+        lines += ["", "DINO-WM scale: " + "; ".join(d["derivation"].values()) + "."]
         lines += ["", f"DINO-WM-scale / reference LeWM = {d['ratio_vs_reference_lewm']:.1f}x (paper: 48x); "
                       f"DINO-WM-scale / best lewm_fast ({best}) = "
                       f"{d['ratio_vs_lewm_fast'][best]:.0f}x per env-solve." if best else ""]

@@ -57,6 +57,11 @@ def test_dinowm_full_size_matches_spec():
     """Spec F: 196 patch tokens x 384 per frame; predictor width 404, ~19 M parameters."""
     cfg = DinoWMConfig()
     assert cfg.patches == 196 and cfg.enc_dim == 384 and cfg.pred_width == 404
+    from bench.dinowm import derivation
+
+    d = derivation(cfg)
+    assert "224 px frames to 196 px" in d["frames"] and "= 196 patch tokens of 384" in d["frames"]
+    assert d["width"].endswith("= 404") and "588 predictor tokens" in d["tokens"]
     m = random_dinowm(cfg)
     n = sum(p.numel() for p in m.pred_blocks.parameters())
     assert 18e6 < n < 21e6
@@ -96,6 +101,7 @@ def test_bench_cem_tiny_end_to_end(tmp_path, request, monkeypatch, port):
                for v in r["variants"])
     assert r["complete"] is True
     assert r["dinowm"]["extrapolated"] is True and "EXTRAPOLATED" in r["dinowm"]["note"]
+    assert set(r["dinowm"]["derivation"]) == {"frames", "width", "tokens", "kernels"}
     assert (tmp_path / "cem.md").read_text().count("| eager") == 4
 
 
