@@ -81,6 +81,17 @@ def check_param(name: str, t: torch.Tensor, shape: tuple, device: torch.device) 
         raise ValueError(f"{name} must be contiguous (got strides {t.stride()} for shape {tuple(t.shape)})")
 
 
+def check_modulation(name: str, t: torch.Tensor, shape: tuple, device: torch.device) -> None:
+    """A modulation chunk (shift / scale / gate): any supported float dtype, independent of the
+    activations' (the planner stores it in its matmul dtype: half the bytes in bf16); kernels upcast
+    it to fp32 right after loading."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in COMPUTE_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
+    check_tensor(name, t, shape, t.dtype, device)
+
+
 def check_compute_dtype(name: str, t: torch.Tensor) -> None:
     """The main input's dtype, and a device the kernels can run on (CUDA, or CPU under the interpreter)."""
     if not isinstance(t, torch.Tensor):

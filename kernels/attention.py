@@ -21,7 +21,8 @@ import math
 
 import torch
 
-from ._common import block_size, check_compute_dtype, check_param, check_precision, check_tensor, dot_dtype
+from ._common import (block_size, check_compute_dtype, check_modulation, check_param, check_precision, check_tensor,
+                      dot_dtype)
 
 import triton
 import triton.language as tl
@@ -246,7 +247,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     if w_out.dtype != w_qkv.dtype:
         raise TypeError(f"w_qkv ({w_qkv.dtype}) and w_out ({w_out.dtype}) must share a dtype (the dots' operand type)")
     check_tensor("residual", residual, (N, T, D), xn.dtype, xn.device)
-    check_tensor("gate", gate, (N, T, D), xn.dtype, xn.device)
+    check_modulation("gate", gate, (N, T, D), xn.device)
     if not xn.is_contiguous():
         raise ValueError("xn must be contiguous")
     if residual.stride(-1) != 1 or gate.stride(-1) != 1:

@@ -23,6 +23,7 @@ FLOAT_ARGS = {"sm_scale", "eps_plain", "eps_affine"}
 MODES = {"fp32-ieee": ("fp32", "fp32", "ieee"), "fp32-tf32": ("fp32", "fp32", "tf32"),
          "bf16-weights": ("fp32", "bf16", "ieee"), "bf16": ("bf16", "bf16", "ieee")}
 WEIGHT_PTRS = {"w_ptr", "wqkv_ptr", "wout_ptr", "w1_ptr", "w2_ptr"}   # matmul weights (the dot operand type)
+MOD_PTRS = {"shift_ptr", "scale_ptr", "gate_ptr"}                     # AdaLN modulation chunks
 # register spill (cuobjdump STACK bytes per thread) above which a kernel fails the check. Exact fp32
 # (FMA dots: whole operand tiles in registers) spilled ~1.3 KB in attention under triton 3.7.1 and
 # 5.4 KB under 3.6; tensor-core modes ~220 B. The bounds hold today's 3.7.1 figures with headroom.
@@ -70,7 +71,9 @@ def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int, elem
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {n: ("constexpr" if n in constexprs else f"*{weight_elem}" if n in WEIGHT_PTRS
+    # the modulation (and the adaln kernel's output, which is the modulation) is stored in the matmul dtype
+    mods = MOD_PTRS | ({"out_ptr"} if kernel.fn.__name__ == "_adaln_modulation_kernel" else set())
+    signature = {n: ("constexpr" if n in constexprs else f"*{weight_elem}" if n in WEIGHT_PTRS | mods
                      else f"*{elem}" if n.endswith("_ptr") else "fp32" if n in FLOAT_ARGS else "i32")
                  for n in kernel.arg_names}
     src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import as_rows, block_size, check_compute_dtype, check_param, check_precision, check_tensor, dot_dtype
+from ._common import as_rows, block_size, check_compute_dtype, check_modulation, check_param, check_precision, dot_dtype
 from .norm_modulate import _double_norm_rows
 
 import triton
@@ -83,7 +83,7 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
     check_precision(precision)
     D = x.shape[-1]
     for name, t in (("shift", shift), ("scale", scale), ("gate", gate)):
-        check_tensor(name, t, tuple(x.shape), x.dtype, x.device)
+        check_modulation(name, t, tuple(x.shape), x.device)
     hidden = w1.shape[0]
     for name, t, shape in (("ln_weight", ln_weight, (D,)), ("ln_bias", ln_bias, (D,)), ("w1", w1, (hidden, D)),
                            ("b1", b1, (hidden,)), ("w2", w2, (D, hidden)), ("b2", b2, (D,))):

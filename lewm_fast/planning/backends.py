@@ -159,7 +159,8 @@ class EagerPredictor(PredictorStep):
 
 class TritonPredictor(PredictorStep):
     """The step through the fused kernels; the KV cache is one tensor (depth, n, num_frames, 2, inner)
-    updated in place, modulation rows are strided views of one (n, L, depth * 6D) tensor."""
+    updated in place, modulation rows are strided views of one (n, L, depth * 6D) tensor stored in the
+    matmul dtype."""
 
     def __init__(self, model, precision: str = "fp32"):
         try:
@@ -172,7 +173,9 @@ class TritonPredictor(PredictorStep):
 
     def modulation(self, act_emb):
         p = self.packed
-        return self._k[0](act_emb.to(p.dtype).contiguous(), p.mod_w, p.mod_b, precision=self.kp)
+        # stored in the matmul dtype (bf16: half the bytes every block half reads); kernels upcast on load
+        return self._k[0](act_emb.to(p.dtype).contiguous(), p.mod_w, p.mod_b, precision=self.kp,
+                          out_dtype=p.weight_dtype)
 
     def block_mods(self, mods, i):
         D = self.packed.dim

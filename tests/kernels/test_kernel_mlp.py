@@ -62,6 +62,17 @@ def test_rejects_bad_inputs(device):
     with pytest.raises(ValueError, match="w2"):
         mlp(x, shift, scale, gate, lnw, lnb, w1, b1, w2[:, :32], b2)
     with pytest.raises(TypeError, match="dtype"):
-        mlp(x, shift, scale, gate.half(), lnw, lnb, w1, b1, w2, b2)
+        mlp(x, shift, scale, gate.double(), lnw, lnb, w1, b1, w2, b2)
     with pytest.raises(ValueError, match="precision"):
         mlp(x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2, precision="bf16")
+
+
+def test_modulation_in_another_dtype(device):
+    """The planner stores the modulation in its matmul dtype (bf16): the kernel upcasts it on load,
+    so the result is the fp32 maths on the bf16-rounded modulation."""
+    x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2 = _inputs((3, 2), 32, 64, torch.float32, device)
+    sh, sc, gt = (t.bfloat16() for t in (shift, scale, gate))
+    got = mlp(x, sh, sc, gt, lnw, lnb, w1, b1, w2, b2)
+    want = mlp_ref(x, sh.float(), sc.float(), gt.float(), lnw, lnb, w1, b1, w2, b2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
