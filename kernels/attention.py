@@ -73,14 +73,17 @@ def _gated_store(acc, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, t, t_ou
 
 
 @triton.jit
-def _kv_io(kv_ptr, r64, t, stride_kv_n, stride_kv_t, inner, head_cols, mask, k, v, STORE: tl.constexpr):
-    """Token t's keys / values of one head in the KV cache (N, W, 2, inner): store k, v, or load them."""
+def _kv_load(kv_ptr, r64, t, stride_kv_n, stride_kv_t, inner, head_cols, mask):
+    """Token t's keys and values of one head from the KV cache (N, W, 2, inner), as fp32."""
     base = kv_ptr + r64 * stride_kv_n + t * stride_kv_t + head_cols
-    if STORE:
-        tl.store(base, k.to(kv_ptr.dtype.element_ty), mask=mask)
-        tl.store(base + inner, v.to(kv_ptr.dtype.element_ty), mask=mask)
-        return k, v
     return tl.load(base, mask=mask, other=0.0).to(tl.float32), tl.load(base + inner, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _kv_store(kv_ptr, r64, t, stride_kv_n, stride_kv_t, inner, head_cols, mask, k, v):
+    base = kv_ptr + r64 * stride_kv_n + t * stride_kv_t + head_cols
+    tl.store(base, k.to(kv_ptr.dtype.element_ty), mask=mask)
+    tl.store(base + inner, v.to(kv_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -151,17 +154,17 @@ def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, o
         head_cols = (h * DH + e)[None, :]
         kv_mask = row_mask[:, None] & e_mask[None, :]
         if C >= 1:
-            k0, v0 = _kv_io(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k0, v0, False)
+            k0, v0 = _kv_load(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask)
         elif STORE_KV:
-            k0, v0 = _kv_io(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k0, v0, True)
+            _kv_store(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k0, v0)
         if T >= 2:
             if C >= 2:
-                k1, v1 = _kv_io(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k1, v1, False)
+                k1, v1 = _kv_load(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask)
             elif STORE_KV:
-                k1, v1 = _kv_io(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k1, v1, True)
+                _kv_store(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k1, v1)
         if T >= 3:
             if STORE_KV:
-                k2, v2 = _kv_io(kv_ptr, r64, 2, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k2, v2, True)
+                _kv_store(kv_ptr, r64, 2, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k2, v2)
         # --- causal softmax over <= 3 keys, in fp32, element-wise over the BLOCK_N sequences
         o0 = v0
         o1 = zero_head
