@@ -209,11 +209,18 @@ def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, o
                      stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
 
 
+def default_stages(weight_dtype: torch.dtype, precision: str) -> int:
+    """Pipeline stages: 1 for exact fp32 (FMA dots: a second stage's operand tiles only add register
+    pressure; sm_90 offline compiles, T = 3: 5.4 KB/thread spill -> 0.8 KB under triton 3.6, 1.3 ->
+    1.2 KB under 3.7.1, less in every window shape), else 2 (tensor-core dots overlap the loads)."""
+    return 1 if weight_dtype == torch.float32 and precision == "ieee" else 2
+
+
 def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
               residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
               last_only: bool = False, kv_cache: torch.Tensor | None = None, cached: int = 0,
               store_kv: bool = False, block_n: int = 16, block_k: int = 32, num_warps: int = 8,
-              num_stages: int = 2) -> torch.Tensor:
+              num_stages: int | None = None) -> torch.Tensor:
     """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
     b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
     the modulation vector). xn, residual and gate share a dtype, which the output has; the weights may be
@@ -223,7 +230,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     output or output projection (what the predictor's last block needs when only the last row is read).
 
     Defaults from compiling for sm_90 offline (no GPU at hand, so not timed): 16 sequences x 8 warps,
-    32-wide K steps, 2 stages: 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
+    32-wide K steps, 2 stages (1 in exact fp32: default_stages): 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
     tf32, ~1.3 KB in exact fp32 (its FMA dots hold whole operand tiles in registers). A variant that
     flattens (sequence, token) into rows and does the attention with 3-D broadcasts spilled far more
     (0.7-5 KB) and was dropped.
@@ -269,6 +276,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
         if kv_cache.device != xn.device or kv_cache.stride(3) != 1 or kv_cache.stride(2) != inner:
             raise ValueError("kv_cache must be on xn's device with contiguous (2, inner) rows")
     kv = kv_cache if kv_cache is not None else out        # a dummy pointer, never read or written
+    num_stages = default_stages(w_qkv.dtype, precision) if num_stages is None else num_stages
     grid = (triton.cdiv(N, block_n),)
     _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, kv, N, D, heads, dim_head,
                             1.0 / math.sqrt(dim_head),

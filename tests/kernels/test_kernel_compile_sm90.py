@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lewm_fast.kernels import adaln_modulation, attention, mlp
 
@@ -18,7 +19,7 @@ def _defaults(fn):
 
 def test_checked_configs_are_the_launcher_defaults():
     """compile_check lists configurations by hand: they must be the ones the launchers really use."""
-    from lewm_fast.kernels.compile_check import specs
+    from lewm_fast.kernels.compile_check import MODES, specs
 
     checked = {name.split()[0]: (consts, warps, stages) for name, _, consts, warps, stages, _ in specs(quick=True)}
     a = _defaults(adaln_modulation.adaln_modulation)
@@ -27,8 +28,12 @@ def test_checked_configs_are_the_launcher_defaults():
         (a["block_m"], a["block_n"], a["block_k"], a["num_warps"], a["num_stages"])
     a = _defaults(attention.attention)
     consts, warps, stages = checked["attention"]
-    assert (consts["BLOCK_N"], consts["BLOCK_K"], warps, stages) == \
-        (a["block_n"], a["block_k"], a["num_warps"], a["num_stages"])
+    assert (consts["BLOCK_N"], consts["BLOCK_K"], warps) == (a["block_n"], a["block_k"], a["num_warps"])
+    assert a["num_stages"] is None            # chosen per mode by default_stages, which compile_check uses
+    for name, _, consts, _, stages, mode in specs(quick=False):
+        if name.startswith("attention"):
+            wdt = torch.float32 if MODES[mode][1] == "fp32" else torch.bfloat16
+            assert stages == attention.default_stages(wdt, MODES[mode][2]), (name, mode)
     a = _defaults(mlp.mlp)
     consts, warps, stages = checked["mlp"]
     assert (consts["BLOCK_M"], consts["BLOCK_H"], warps, stages) == \
