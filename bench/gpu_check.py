@@ -13,7 +13,8 @@ in its own process with its own time limit, all within --budget seconds (default
 3. cem-fp32    the same in fp32 (the parity precision), no DINO-WM                  -> cem-fp32.json/.md
 4. pytest-gpu  the kernel tests (full size on the GPU) and the planner tests       -> pytest.xml
 5. equality    graph vs triton plans and random streams, batch invariance, B=50 cost error -> equality.json
-6. kernels     per-kernel ms at the B=50 window vs bench/roofline.py               -> kernels.json
+6. kernels     per-kernel ms at the B=50 window vs bench/roofline.py, then a launch-config
+               sweep of attention and mlp (bf16)                                      -> kernels.json
 
 Every stage writes its JSON as it measures; summary.json (status, return code, seconds, reason per
 stage) is rewritten after each stage and each stage's output goes to <stage>.log. Without CUDA (or
@@ -48,14 +49,14 @@ def stages(out: Path, dry: bool) -> list[tuple[str, int, list[str]]]:
     tests = (["tests/kernels/test_kernel_gpu.py", "tests/test_planner.py", "-k", "cuda or graph or gpu"] if dry
              else ["tests/kernels", "tests/test_planner.py", "tests/test_noise.py"])
     return [
-        ("env", 45, py("env")),
+        ("env", 35, py("env")),
         ("cem-bf16", 140, ["-m", "bench.cem", *cem, "--precisions", "bf16", *([] if dry else ["--reps", "5",
                            "--dinowm-iterations", "2"]), "--out", str(out / "cem-bf16.json")]),
         ("cem-fp32", 90, ["-m", "bench.cem", *cem, "--precisions", "fp32", "--no-dinowm",
                           *([] if dry else ["--reps", "3"]), "--out", str(out / "cem-fp32.json")]),
         ("pytest-gpu", 80, [*PYTEST, *tests, "--junitxml", str(out / "pytest.xml")]),
         ("equality", 50, py("equality")),
-        ("kernels", 50, py("kernels")),
+        ("kernels", 60, py("kernels")),
     ]
 
 

@@ -177,7 +177,36 @@ def stage_kernels(out) -> int:
                           measured_over_roofline=None if pred is None else ms / pred)
                 except Exception as e:
                     r.skip(f"{name} {prec} T={T}", f"failed: {type(e).__name__}: {e}")
+    _sweep(r, cfg, N, dev, bench, cuda)
     return 0
+
+
+# launch configurations to try on the first GPU run (bf16, the B=50 full window): the defaults first;
+# offline sm_90 compiles say which spill (issue 14's report), only a GPU can say which is fastest
+SWEEP = {"attention": [dict(block_n=16, block_k=32, num_warps=8, num_stages=2),
+                       dict(block_n=16, block_k=32, num_warps=8, num_stages=1),
+                       dict(block_n=32, block_k=32, num_warps=8, num_stages=2),
+                       dict(block_n=16, block_k=64, num_warps=8, num_stages=2)],
+         "mlp": [dict(block_m=32, block_h=32, num_warps=8, num_stages=2),
+                 dict(block_m=64, block_h=32, num_warps=8, num_stages=1),
+                 dict(block_m=64, block_h=32, num_warps=8, num_stages=2),
+                 dict(block_m=32, block_h=64, num_warps=8, num_stages=2)]}
+
+
+def _sweep(r, cfg, N, dev, bench, cuda):
+    from bench.kernels import kernel_cases
+
+    cases = {name: fn for name, _, _, fn in kernel_cases(cfg, N, 3, "bf16", dev)}
+    for kernel, configs in SWEEP.items():
+        base = None
+        for opts in (configs if cuda else configs[:1]):
+            try:
+                out = cases[kernel](**opts)
+                base = out if base is None else base
+                r.add(sweep=kernel, precision="bf16", T=3, options=opts, measured_ms=bench(lambda: cases[kernel](**opts)),
+                      max_abs_vs_default=float((out.float() - base.float()).abs().max()))
+            except Exception as e:
+                r.skip(f"sweep {kernel} {opts}", f"failed: {type(e).__name__}: {e}")
 
 
 STAGES = {"env": stage_env, "equality": stage_equality, "kernels": stage_kernels}

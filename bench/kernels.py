@@ -102,7 +102,8 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     """(name, roofline kernel name or None, its roofline.launch options, zero-argument launch) per kernel
     at one rollout step's shapes (N sequences of T tokens), with the planner's precision ("bf16": bf16
     matmul weights, fp32 activations; "fp32": exact products) and random weights of the config's size.
-    The GPU check times these against bench/roofline.py's prediction for the same launch."""
+    The GPU check times these against bench/roofline.py's prediction for the same launch.
+    The attention and mlp launches also take launch-config keywords (block sizes, warps, stages)."""
     from lewm_fast.kernels.adaln_modulation import adaln_modulation
     from lewm_fast.kernels.attention import attention
     from lewm_fast.kernels.mlp import mlp
@@ -129,12 +130,12 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
          lambda: adaln_modulation(act, packed.mod_w, packed.mod_b, precision="ieee")),
         ("norm_modulate", "norm_modulate", {}, lambda: norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)),
         ("attention", "attention", {},
-         lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee")),
+         lambda **o: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee", **o)),
         ("attention(last_only)", "attention", dict(last_only=True),
          lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee",
                            last_only=True)),
-        ("mlp", "mlp", {}, lambda: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2,
-                                          blk.b2, precision="ieee")),
+        ("mlp", "mlp", {}, lambda **o: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1,
+                                              blk.w2, blk.b2, precision="ieee", **o)),
         ("predictor_forward (whole window)", None, {},
          lambda: predictor_forward_triton(packed, emb, act, precision=kp_prec)),
     ]
