@@ -56,7 +56,7 @@ def adaln_modulation(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     Defaults: compiled offline for sm_90, 32 x 128 tiles with 8 warps and 3 stages do not spill in
     tf32/bf16 (24 bytes of stack in exact fp32) and use <= 88 KB of shared memory."""
     check_compute_dtype("c", c)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     K = c.shape[-1]
     check_param("weight", weight, (None, K), c.device)
     N = weight.shape[0]
@@ -70,6 +70,6 @@ def adaln_modulation(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
         grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
         _adaln_modulation_kernel[grid](cr, weight, bias, out, M, N, K, cr.stride(0), weight.stride(0),
                                        out.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                       DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=precision, num_warps=num_warps,
+                                       DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=dot_precision, num_warps=num_warps,
                                        num_stages=num_stages)
     return out.view(*c.shape[:-1], N)

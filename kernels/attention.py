@@ -241,7 +241,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     tokens' keys/values into kv_cache at their window positions. The output covers the new tokens
     (or with last_only the last one). attention_kv_ref is the definition."""
     check_compute_dtype("xn", xn)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     if xn.ndim != 3:
         raise ValueError(f"xn must be (N, T, D), got shape {tuple(xn.shape)}")
     N, T, D = xn.shape
@@ -276,7 +276,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
         if kv_cache.device != xn.device or kv_cache.stride(3) != 1 or kv_cache.stride(2) != inner:
             raise ValueError("kv_cache must be on xn's device with contiguous (2, inner) rows")
     kv = kv_cache if kv_cache is not None else out        # a dummy pointer, never read or written
-    num_stages = default_stages(w_qkv.dtype, precision) if num_stages is None else num_stages
+    num_stages = default_stages(w_qkv.dtype, dot_precision) if num_stages is None else num_stages
     grid = (triton.cdiv(N, block_n),)
     _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, kv, N, D, heads, dim_head,
                             1.0 / math.sqrt(dim_head),
@@ -288,6 +288,6 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
                             OUT1=C <= 1 and (W == 2 or (W == 3 and not last_only)),
                             OUT_SHIFT=W - 1 if last_only else C, BLOCK_N=block_n, BLOCK_D=block_size(D),
                             BLOCK_DH=block_size(dim_head), BLOCK_K=block_k, DOT_DTYPE=dot_dtype(w_qkv.dtype),
-                            PRECISION=precision,
+                            PRECISION=dot_precision,
                             num_warps=num_warps, num_stages=num_stages)
     return out

@@ -80,7 +80,7 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
     2 pipeline stages is the largest config with no register spills in fp32/tf32/bf16 (100 KB of shared
     memory in fp32); 64-wide hidden tiles spill and 3 stages of fp32 tiles overflow H100 shared memory."""
     check_compute_dtype("x", x)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     D = x.shape[-1]
     for name, t in (("shift", shift), ("scale", scale), ("gate", gate)):
         check_modulation(name, t, tuple(x.shape), x.device)
@@ -98,5 +98,5 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
             xr, sh, sc, gt, ln_weight, ln_bias, w1, b1, w2, b2, out, M, D, hidden,
             xr.stride(0), sh.stride(0), sc.stride(0), gt.stride(0), out.stride(0), eps_plain, eps_affine,
             BLOCK_M=block_m, BLOCK_D=block_size(D), BLOCK_H=block_h, DOT_DTYPE=dot_dtype(w1.dtype),
-            PRECISION=precision, num_warps=num_warps, num_stages=num_stages)
+            PRECISION=dot_precision, num_warps=num_warps, num_stages=num_stages)
     return out.view(x.shape)

@@ -89,7 +89,7 @@ def predictor_forward_triton(predictor, emb: torch.Tensor, act_emb: torch.Tensor
     earlier tokens' queries, attention outputs, output projections and MLPs, and the final norm.
     """
     packed, x, act = _prepare(predictor, emb, act_emb, precision)
-    kp = "tf32" if precision == "tf32" else "ieee"      # the tl.dot knob; it only matters for fp32 operands
+    kp = precision              # one vocabulary: the launchers take the planner's names
     D = packed.dim
     mod = adaln_modulation(act, packed.mod_w, packed.mod_b, precision=kp)
     depth = len(packed.blocks)

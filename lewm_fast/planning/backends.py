@@ -169,7 +169,7 @@ class TritonPredictor(PredictorStep):
             raise ImportError(f"kernels='triton' needs lewm_fast.kernels (Triton): {e}") from e
         super().__init__(model, precision)
         self._k = (adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate)
-        self.kp = "tf32" if precision == "tf32" else "ieee"   # the tl.dot knob (bf16 = the weights' dtype)
+        self.kp = precision          # the planner's names are the kernels' (bf16: the weights' dtype decides)
 
     def modulation(self, act_emb):
         p = self.packed
