@@ -1,7 +1,9 @@
 """Build for lewm_fast: pure-Python package + Triton kernels + a pybind11 extension built by CMake.
 
 `kernels/` is installed as the subpackage `lewm_fast.kernels`; `csrc/` is compiled through the
-top-level CMakeLists.txt into `lewm_fast._native`.
+top-level CMakeLists.txt into `lewm_fast._native`. LEWM_FAST_NO_NATIVE=1 leaves the extension out (a
+pure-Python wheel: what tests/test_install.py builds to check the packaging in seconds). From a bare
+checkout on PYTHONPATH lewm_fast/__init__.py binds `lewm_fast.kernels` to `kernels/` itself.
 """
 import os
 import subprocess
@@ -63,7 +65,7 @@ setup(
     packages=find_packages(include=["lewm_fast", "lewm_fast.*"]) + ["lewm_fast.kernels"],
     package_dir={"lewm_fast.kernels": "kernels"},
     package_data={"lewm_fast": ["pretrained/*.safetensors", "pretrained/*.json", "pretrained/*.md"]},
-    ext_modules=[CMakeExtension("lewm_fast._native")],
+    ext_modules=[] if os.environ.get("LEWM_FAST_NO_NATIVE") == "1" else [CMakeExtension("lewm_fast._native")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[
         "torch>=2.4",

@@ -119,7 +119,8 @@ class Reference:
 
     def __init__(self, model, device, env_action_dim, samples, iterations, topk, force_port=False):
         sys.path.insert(0, str(ROOT / "tests"))
-        from reference_compat import REFERENCE_ERROR, import_reference
+        import reference_compat
+        from reference_compat import import_reference
 
         self.device, self.E = device, env_action_dim
         self.kw = dict(num_samples=samples, n_steps=iterations, topk=topk, var_scale=1.0)
@@ -132,7 +133,7 @@ class Reference:
             self.ref_model = reference_from_ours(model).to(device)
         else:
             self.kind = ("port bench/reference_port.py (package not importable: "
-                         f"{'--reference-port given' if force_port else REFERENCE_ERROR})")
+                         f"{'--reference-port given' if force_port else reference_compat.REFERENCE_ERROR})")
             self.ref_model = None
 
     def solver(self, seed: int, n_envs: int):
@@ -176,7 +177,9 @@ def matmul_peak(device, precisions, n=None, reps=None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-def run(args) -> dict:
+def run(args, emit=lambda report: None) -> dict:
+    """The whole comparison; `emit(report)` is called with the report so far after every measurement
+    (main writes it to disk each time, so a run killed by a stage timeout keeps what it measured)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,13 +248,14 @@ def run(args) -> dict:
                                             "note": "EXTRAPOLATED: envs x median single-env solve (the reference "
                                                     "solves environments one after another)"}
     ref_per_env = ref_single["median_s"]
+    emit(report)
 
     # -- lewm_fast -----------------------------------------------------------------------------------
     from lewm_fast.planner import Planner
 
     for backend in args.backends.split(","):
         for prec in precisions:
-            reason = _cannot_run(backend, prec, device)
+            reason = _cannot_run(backend, prec, device, tiny=args.tiny)
             if reason:
                 report["skipped"].append({"backend": backend, "precision": prec, "reason": reason})
                 log(f"skip {backend}/{prec}: {reason}")
@@ -282,7 +286,10 @@ def run(args) -> dict:
                     st = stats(times, B)
                     tf = floor * B / st["median_s"] / 1e12
                     pk = peak.get(prec, peak["fp32"])["tflops"]
-                    v = {"backend": backend, "precision": prec, "B": B, "raw_s": times, "raw_solve_only_s": solve_s,
+                    v = {"backend": backend, "precision": prec, "B": B,
+                         # what actually ran (never a silent fallback: the planner raises instead)
+                         "ran": {k: res.info[k] for k in ("kernels", "cuda_graph", "predictor")},
+                         "raw_s": times, "raw_solve_only_s": solve_s,
                          "raw_cpu_s": cpu_s,
                          # process CPU time: robust on a busy CPU; meaningless for GPU work
                          "speedup_vs_reference_cpu_time": None if not cpu else
@@ -293,10 +300,12 @@ def run(args) -> dict:
                     if B == 1:
                         v["agreement"] = agreement
                     report["variants"].append(v)
+                    emit(report)
             except Exception as e:  # a backend failing must not lose the rest of the report
                 report["skipped"].append({"backend": backend, "precision": prec,
                                           "reason": f"failed: {type(e).__name__}: {e}"})
                 log(f"{backend}/{prec} FAILED: {type(e).__name__}: {e}")
+                emit(report)
 
     # -- DINO-WM -------------------------------------------------------------------------------------
     if not args.no_dinowm:
@@ -304,11 +313,18 @@ def run(args) -> dict:
     return report
 
 
-def _cannot_run(backend, prec, device) -> str | None:
+def _cannot_run(backend, prec, device, tiny: bool = False) -> str | None:
     if backend not in ("eager", "triton", "graph"):
         return f"unknown backend {backend!r}"
-    if backend in ("triton", "graph") and device.type != "cuda":
-        return f"backend '{backend}' needs a CUDA GPU (Triton kernels / CUDA graphs); device is {device}"
+    if backend == "graph" and device.type != "cuda":
+        return f"backend 'graph' needs a CUDA GPU (CUDA graphs); device is {device}"
+    if backend == "triton" and device.type != "cuda":
+        from lewm_fast.planner import kernels_status
+
+        ok, why = kernels_status(device)
+        if not (ok and tiny):   # the interpreter runs tiny models (dry runs, tests), far too slow beyond
+            return (f"backend 'triton' needs a CUDA GPU here ({why})" if not ok else
+                    "backend 'triton' on CPU runs the Triton interpreter: --tiny only")
     if prec == "tf32" and device.type != "cuda":
         return "tf32 is a CUDA matmul mode"
     return None
@@ -328,7 +344,7 @@ def _peak(device, base):
 
 
 def run_dinowm(args, device, lewm_cfg, ref_per_env, variants, it_full: int) -> dict:
-    from bench.dinowm import DinoWMConfig, DinoWMReferenceCEM, random_dinowm
+    from bench.dinowm import DinoWMConfig, DinoWMReferenceCEM, derivation, random_dinowm
 
     cpu = device.type == "cpu"
     dcfg = (DinoWMConfig.small if args.tiny else DinoWMConfig)(action_dim=lewm_cfg.action_dim)
@@ -351,7 +367,7 @@ def run_dinowm(args, device, lewm_cfg, ref_per_env, variants, it_full: int) -> d
     solve_s = t if measured_full else t / (S * it) * S_full * it_full
     flops = dinowm_solve_flops(dcfg, num_samples=S_full, iterations=it_full)["total"]
     best = min(variants, key=lambda v: v["per_env_solve_s"]) if variants else None
-    out = {"config": dcfg.__dict__, "predictor_params": sum(p.numel() for p in model.pred_blocks.parameters()),
+    out = {"config": dcfg.__dict__, "derivation": derivation(dcfg), "predictor_params": sum(p.numel() for p in model.pred_blocks.parameters()),
            "measured": {"samples": S, "iterations": it, "seconds": t}, "peak_mem_mib": _peak(device, mem),
            "solve_s": solve_s, "extrapolated": not measured_full,
            "note": ("measured at full size" if measured_full else
@@ -404,6 +420,7 @@ def markdown(report: dict) -> str:
                      f"{1 / d['solve_s']:.4f} | {1 / d['ratio_vs_reference_lewm']:.3f}x | {d['tflops']:.3f} | - | "
                      f"{_fmt(d['peak_mem_mib'])} | - | - |")
         best = d["best_lewm_fast"]
+        lines += ["", "DINO-WM scale: " + "; ".join(d["derivation"].values()) + "."]
         lines += ["", f"DINO-WM-scale / reference LeWM = {d['ratio_vs_reference_lewm']:.1f}x (paper: 48x); "
                       f"DINO-WM-scale / best lewm_fast ({best}) = "
                       f"{d['ratio_vs_lewm_fast'][best]:.0f}x per env-solve." if best else ""]
@@ -442,9 +459,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--out", help="JSON path (default bench/reports/cem-<env>-<device>.json; .md beside it)")
     args = ap.parse_args(argv)
-    report = run(args)
-    report = {"environment": environment(), **report}
     out = Path(args.out) if args.out else REPORTS / f"cem-{args.env}-{device_tag()}{'-quick' if args.quick else ''}.json"
+    env = environment()
+    report = run(args, emit=lambda r: write_report(out, {"environment": env, **r, "complete": False}))
+    report = {"environment": env, **report, "complete": True}
     write_report(out, report)
     table = markdown(report)
     from lewm_fast.checkpoint import atomic_write

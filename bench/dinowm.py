@@ -22,6 +22,24 @@ from torch import nn
 from lewm_fast.model import ViTBlock
 
 
+def derivation(cfg: "DinoWMConfig") -> dict:
+    """Where the DINO-WM-scale sizes come from (stated in every bench.cem report), computed from cfg."""
+    side = cfg.image_size // cfg.patch_size
+    return {
+        "frames": f"dino_wm resizes 224 px frames to {cfg.image_size} px before the ViT-S/{cfg.patch_size} "
+                  f"encoder: ({cfg.image_size} / {cfg.patch_size})^2 = {side}^2 = {cfg.patches} patch tokens "
+                  f"of {cfg.enc_dim} dims",
+        "width": f"{cfg.action_emb}-d action and {cfg.proprio_emb}-d proprio embeddings concatenated to every "
+                 f"patch token: {cfg.enc_dim} + {cfg.action_emb} + {cfg.proprio_emb} = {cfg.pred_width}",
+        "tokens": f"history {cfg.history} frames x {cfg.patches} = {cfg.history * cfg.patches} predictor tokens",
+        "kernels": f"lewm_fast's Triton kernels take windows of <= 3 tokens of width 192 (LeWM's one "
+                   f"latent per frame); {cfg.history * cfg.patches}-token windows of width {cfg.pred_width} "
+                   "do not fit them, so the DINO-WM side runs in PyTorch (the reference way) under every "
+                   "variant, and each lewm_fast variant (eager / triton / graph) is compared with it on "
+                   "its own kernels; the 1000x target is read against the best one (best_lewm_fast)",
+    }
+
+
 @dataclass
 class DinoWMConfig:
     image_size: int = 196

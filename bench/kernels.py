@@ -86,6 +86,61 @@ def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> 
     return rows
 
 
+def random_predictor(cfg):
+    """The paper-size (or cfg's) predictor with non-zero AdaLN weights, so no path is skipped by zero gates."""
+    from lewm_fast.model import Predictor
+
+    torch.manual_seed(0)
+    pred = Predictor(cfg).eval()
+    with torch.no_grad():
+        for p in pred.parameters():
+            p.normal_(0.0, 0.02)
+    return pred
+
+
+def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
+    """(name, roofline kernel name or None, its roofline.launch options, zero-argument launch) per kernel
+    at one rollout step's shapes (N sequences of T tokens), with the planner's precision ("bf16": bf16
+    matmul weights, fp32 activations; "fp32": exact products) and random weights of the config's size.
+    The GPU check times these against bench/roofline.py's prediction for the same launch.
+    The attention and mlp launches also take launch-config keywords (block sizes, warps, stages)."""
+    from lewm_fast.kernels.adaln_modulation import adaln_modulation
+    from lewm_fast.kernels.attention import attention
+    from lewm_fast.kernels.mlp import mlp
+    from lewm_fast.kernels.norm_modulate import norm_modulate
+    from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_triton
+
+    pred = random_predictor(cfg).to(dev)
+    kp_prec = "bf16" if precision == "bf16" else "ieee"
+    packed = pack_predictor(pred, precision=kp_prec, dtype=torch.float32)
+    blk = packed.blocks[0]
+    D = cfg.embed_dim
+    g = torch.Generator(device=dev).manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    emb, act, x, xn = r(N, T, D), r(N, T, D), r(N, T, D), r(N, T, D)
+    mod = r(N, T, 6 * D)
+    shift, scale, gate = mod[..., :D], mod[..., D:2 * D], mod[..., 2 * D:3 * D]
+    kv = r(N, 3, 2, cfg.pred_heads * cfg.pred_dim_head)
+    cached = [] if T < 3 else [        # the growing window's last step: 2 cached tokens, last row only
+        ("attention(2 cached, last_only)", "attention", dict(new=1, last_only=True),
+         lambda: attention(xn[:, -1:].contiguous(), blk.w_qkv, blk.w_out, blk.b_out, x[:, -1:], gate[:, -1:],
+                           packed.heads, precision="ieee", last_only=True, kv_cache=kv, cached=2))]
+    return cached + [
+        ("adaln_modulation(all blocks)", "adaln_modulation", {},
+         lambda: adaln_modulation(act, packed.mod_w, packed.mod_b, precision="ieee")),
+        ("norm_modulate", "norm_modulate", {}, lambda: norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b)),
+        ("attention", "attention", {},
+         lambda **o: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee", **o)),
+        ("attention(last_only)", "attention", dict(last_only=True),
+         lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee",
+                           last_only=True)),
+        ("mlp", "mlp", {}, lambda **o: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1,
+                                              blk.w2, blk.b2, precision="ieee", **o)),
+        ("predictor_forward (whole window)", None, {},
+         lambda: predictor_forward_triton(packed, emb, act, precision=kp_prec)),
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[300, 300 * 50], help="windows per forward (N)")
@@ -99,13 +154,9 @@ def main(argv=None) -> int:
         return 0
     from triton.testing import do_bench
 
-    from lewm_fast.model import LeWMConfig, Predictor
+    from lewm_fast.model import LeWMConfig
 
-    torch.manual_seed(0)
-    pred = Predictor(LeWMConfig()).cuda().eval()
-    with torch.no_grad():            # non-zero AdaLN weights, so no path is skipped by zero gates
-        for p in pred.parameters():
-            p.normal_(0.0, 0.02)
+    pred = random_predictor(LeWMConfig()).cuda()
     rows = []
     for mode in args.modes:
         for N in args.batch:

@@ -16,9 +16,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "on a machine without a GPU set TRITON_INTERPRET=1 before importing") from exc
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# "ieee": exact fp32 products (what the planner needs to match the eager model bit-for-bit-ish);
-# "tf32": tensor-core fp32 (10-bit mantissa inputs, ~1e-3 relative error, several times faster).
-PRECISIONS = ("ieee", "tf32")
+# The planner's precision names, accepted everywhere (one vocabulary): "fp32" exact fp32 products
+# (tl.dot input_precision "ieee", also accepted under that name); "tf32" tensor-core fp32 (10-bit
+# mantissa inputs, ~1e-3 relative error, several times faster); "bf16": the dots run in the weights'
+# dtype (bf16 weights: bf16 tensor-core products), exact for whatever fp32 operands remain.
+from lewm_fast.model import PACK_PRECISIONS as PRECISIONS  # noqa: E402 - ("ieee", "fp32", "tf32", "bf16")
 
 
 # @triton.jit reads TRITON_INTERPRET when a kernel is defined, i.e. when its module is imported; every
@@ -32,9 +34,10 @@ def interpreting() -> bool:
 
 
 def check_precision(precision: str) -> str:
+    """The tl.dot input_precision for a precision name."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
+    return "tf32" if precision == "tf32" else "ieee"
 
 
 def dot_dtype(dtype: torch.dtype):
@@ -79,6 +82,17 @@ def check_param(name: str, t: torch.Tensor, shape: tuple, device: torch.device) 
     check_tensor(name, t, shape, t.dtype, device)
     if not t.is_contiguous():
         raise ValueError(f"{name} must be contiguous (got strides {t.stride()} for shape {tuple(t.shape)})")
+
+
+def check_modulation(name: str, t: torch.Tensor, shape: tuple, device: torch.device) -> None:
+    """A modulation chunk (shift / scale / gate): any supported float dtype, independent of the
+    activations' (the planner stores it in its matmul dtype: half the bytes in bf16); kernels upcast
+    it to fp32 right after loading."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in COMPUTE_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; supported: float32, float16, bfloat16")
+    check_tensor(name, t, shape, t.dtype, device)
 
 
 def check_compute_dtype(name: str, t: torch.Tensor) -> None:

@@ -48,25 +48,28 @@ def _adaln_modulation_kernel(c_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_c, st
 
 def adaln_modulation(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, precision: str = "ieee",
                      block_m: int = 32, block_n: int = 128, block_k: int = 64, num_warps: int = 8,
-                     num_stages: int = 3) -> torch.Tensor:
-    """c: (..., K); weight: (N, K) contiguous; bias: (N,). Returns (..., N) in c's dtype, fp32 accumulation.
+                     num_stages: int = 3, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """c: (..., K); weight: (N, K) contiguous; bias: (N,). Returns (..., N) in out_dtype (default c's
+    dtype), rounded once from the fp32 accumulator.
     The dot runs in weight's dtype (bf16 weights with fp32 c: bf16 tensor-core products, fp32 output).
 
     Defaults: compiled offline for sm_90, 32 x 128 tiles with 8 warps and 3 stages do not spill in
     tf32/bf16 (24 bytes of stack in exact fp32) and use <= 88 KB of shared memory."""
     check_compute_dtype("c", c)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     K = c.shape[-1]
     check_param("weight", weight, (None, K), c.device)
     N = weight.shape[0]
     check_param("bias", bias, (N,), c.device)
     cr = as_rows(c, K)
     M = cr.shape[0]
-    out = torch.empty((M, N), dtype=c.dtype, device=c.device)
+    if out_dtype is not None and out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    out = torch.empty((M, N), dtype=out_dtype or c.dtype, device=c.device)
     if M:
         grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
         _adaln_modulation_kernel[grid](cr, weight, bias, out, M, N, K, cr.stride(0), weight.stride(0),
                                        out.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                       DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=precision, num_warps=num_warps,
+                                       DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=dot_precision, num_warps=num_warps,
                                        num_stages=num_stages)
     return out.view(*c.shape[:-1], N)

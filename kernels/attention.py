@@ -21,7 +21,8 @@ import math
 
 import torch
 
-from ._common import block_size, check_compute_dtype, check_param, check_precision, check_tensor, dot_dtype
+from ._common import (block_size, check_compute_dtype, check_modulation, check_param, check_precision, check_tensor,
+                      dot_dtype)
 
 import triton
 import triton.language as tl
@@ -43,6 +44,24 @@ def attention_ref(xn, w_qkv, w_out, b_out, residual, gate, heads: int, last_only
     return out[:, -1:] if last_only else out
 
 
+def attention_kv_ref(xn, w_qkv, w_out, b_out, residual, gate, heads: int, k_cached, v_cached,
+                     last_only: bool = False):
+    """Definition of the cached form in plain torch: the new tokens' rows (N, m, D) attend causally to
+    the cached keys/values k_cached, v_cached (N, C, heads, dh) followed by their own. Returns
+    (out (N, m or 1, D), k, v (N, C + m, heads, dh): every window token's keys/values)."""
+    N, m, D = xn.shape
+    dim_head = w_qkv.shape[0] // (3 * heads)
+    q, k, v = (xn @ w_qkv.t()).view(N, m, 3, heads, dim_head).unbind(2)
+    k, v = torch.cat([k_cached, k], 1), torch.cat([v_cached, v], 1)
+    C = k_cached.shape[1]
+    scores = torch.einsum("nqhd,nkhd->nhqk", q.float(), k.float()) / math.sqrt(dim_head)
+    visible = torch.arange(C + m, device=xn.device)[None, :] <= (C + torch.arange(m, device=xn.device))[:, None]
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(-1).to(v.dtype)
+    o = torch.einsum("nhqk,nkhd->nqhd", probs, v).reshape(N, m, heads * dim_head)
+    out = residual + gate * (o @ w_out.t() + b_out)
+    return (out[:, -1:] if last_only else out), k, v
+
+
 @triton.jit
 def _gated_store(acc, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, t, t_out,
                  stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t):
@@ -54,15 +73,32 @@ def _gated_store(acc, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, t, t_ou
 
 
 @triton.jit
-def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, out_ptr,
+def _kv_load(kv_ptr, r64, t, stride_kv_n, stride_kv_t, inner, head_cols, mask):
+    """Token t's keys and values of one head from the KV cache (N, W, 2, inner), as fp32."""
+    base = kv_ptr + r64 * stride_kv_n + t * stride_kv_t + head_cols
+    return tl.load(base, mask=mask, other=0.0).to(tl.float32), tl.load(base + inner, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _kv_store(kv_ptr, r64, t, stride_kv_n, stride_kv_t, inner, head_cols, mask, k, v):
+    base = kv_ptr + r64 * stride_kv_n + t * stride_kv_t + head_cols
+    tl.store(base, k.to(kv_ptr.dtype.element_ty), mask=mask)
+    tl.store(base + inner, v.to(kv_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, out_ptr, kv_ptr,
                       N, D, HEADS, DH, sm_scale,
                       stride_xn_n, stride_xn_t, stride_res_n, stride_res_t, stride_gate_n, stride_gate_t,
-                      stride_out_n, stride_out_t,
-                      T: tl.constexpr, OUT0: tl.constexpr, OUT1: tl.constexpr, OUT_SHIFT: tl.constexpr,
+                      stride_out_n, stride_out_t, stride_kv_n, stride_kv_t,
+                      T: tl.constexpr, C: tl.constexpr, STORE_KV: tl.constexpr,
+                      OUT0: tl.constexpr, OUT1: tl.constexpr, OUT_SHIFT: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DH: tl.constexpr,
                       BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    # OUT0 / OUT1: whether tokens 0 / 1 are output (token T-1 always is); token t is stored at row
-    # t - OUT_SHIFT of out (OUT_SHIFT = T - 1 when only the last token is wanted)
+    # T window tokens; the first C of them are cached (their keys/values are read from kv, their rows
+    # are not in xn / residual / gate: row i of those is token C + i). STORE_KV: write the computed
+    # tokens' keys/values into kv. OUT0 / OUT1: whether tokens 0 / 1 are output (token T-1 always is);
+    # token t is stored at row t - OUT_SHIFT of out (T - 1 when only the last token is wanted, else C)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     r64 = rows.to(tl.int64)[:, None]
@@ -95,21 +131,40 @@ def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, o
             w_tile = wqkv_ptr + q_row * D + ks[:, None]   # (BLOCK_K, BLOCK_DH) tile of W^T
             wk = tl.load(w_tile + inner * D, mask=w_mask, other=0.0).to(DOT_DTYPE)
             wv = tl.load(w_tile + 2 * inner * D, mask=w_mask, other=0.0).to(DOT_DTYPE)
-            x0 = tl.load(xn_rows + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
-            k0 = tl.dot(x0, wk, k0, input_precision=PRECISION)
-            v0 = tl.dot(x0, wv, v0, input_precision=PRECISION)
+            if C == 0:
+                x0 = tl.load(xn_rows + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
+                k0 = tl.dot(x0, wk, k0, input_precision=PRECISION)
+                v0 = tl.dot(x0, wv, v0, input_precision=PRECISION)
             if T >= 2:
                 wq = tl.load(w_tile, mask=w_mask, other=0.0).to(DOT_DTYPE)
-                x1 = tl.load(xn_rows + stride_xn_t + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
-                if OUT1:                                 # token 1's query only matters for its output
-                    q1 = tl.dot(x1, wq, q1, input_precision=PRECISION)
-                k1 = tl.dot(x1, wk, k1, input_precision=PRECISION)
-                v1 = tl.dot(x1, wv, v1, input_precision=PRECISION)
+                if C <= 1:
+                    x1 = tl.load(xn_rows + (1 - C) * stride_xn_t + ks[None, :], mask=x_mask,
+                                 other=0.0).to(DOT_DTYPE)
+                    if OUT1:                             # token 1's query only matters for its output
+                        q1 = tl.dot(x1, wq, q1, input_precision=PRECISION)
+                    k1 = tl.dot(x1, wk, k1, input_precision=PRECISION)
+                    v1 = tl.dot(x1, wv, v1, input_precision=PRECISION)
                 if T >= 3:
-                    x2 = tl.load(xn_rows + 2 * stride_xn_t + ks[None, :], mask=x_mask, other=0.0).to(DOT_DTYPE)
+                    x2 = tl.load(xn_rows + (2 - C) * stride_xn_t + ks[None, :], mask=x_mask,
+                                 other=0.0).to(DOT_DTYPE)
                     q2 = tl.dot(x2, wq, q2, input_precision=PRECISION)
                     k2 = tl.dot(x2, wk, k2, input_precision=PRECISION)
                     v2 = tl.dot(x2, wv, v2, input_precision=PRECISION)
+        # --- cached tokens' keys/values come from the cache; computed ones go into it when asked
+        head_cols = (h * DH + e)[None, :]
+        kv_mask = row_mask[:, None] & e_mask[None, :]
+        if C >= 1:
+            k0, v0 = _kv_load(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask)
+        elif STORE_KV:
+            _kv_store(kv_ptr, r64, 0, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k0, v0)
+        if T >= 2:
+            if C >= 2:
+                k1, v1 = _kv_load(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask)
+            elif STORE_KV:
+                _kv_store(kv_ptr, r64, 1, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k1, v1)
+        if T >= 3:
+            if STORE_KV:
+                _kv_store(kv_ptr, r64, 2, stride_kv_n, stride_kv_t, inner, head_cols, kv_mask, k2, v2)
         # --- causal softmax over <= 3 keys, in fp32, element-wise over the BLOCK_N sequences
         o0 = v0
         o1 = zero_head
@@ -144,20 +199,28 @@ def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, o
     bias = tl.load(bout_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     mask = row_mask[:, None] & col_mask[None, :]
     if OUT0:
-        _gated_store(acc0, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 0, 0 - OUT_SHIFT,
+        _gated_store(acc0, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 0 - C, 0 - OUT_SHIFT,
                      stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
     if OUT1:
-        _gated_store(acc1, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 1, 1 - OUT_SHIFT,
+        _gated_store(acc1, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 1 - C, 1 - OUT_SHIFT,
                      stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
     if T >= 3:
-        _gated_store(acc2, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 2, 2 - OUT_SHIFT,
+        _gated_store(acc2, bias, res_ptr, gate_ptr, out_ptr, r64, mask, cols, 2 - C, 2 - OUT_SHIFT,
                      stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
+
+
+def default_stages(weight_dtype: torch.dtype, precision: str) -> int:
+    """Pipeline stages: 1 for exact fp32 (FMA dots: a second stage's operand tiles only add register
+    pressure; sm_90 offline compiles, T = 3: 5.4 KB/thread spill -> 0.8 KB under triton 3.6, 1.3 ->
+    1.2 KB under 3.7.1, less in every window shape), else 2 (tensor-core dots overlap the loads)."""
+    return 1 if weight_dtype == torch.float32 and precision == "ieee" else 2
 
 
 def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
               residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
-              last_only: bool = False, block_n: int = 16, block_k: int = 32, num_warps: int = 8,
-              num_stages: int = 2) -> torch.Tensor:
+              last_only: bool = False, kv_cache: torch.Tensor | None = None, cached: int = 0,
+              store_kv: bool = False, block_n: int = 16, block_k: int = 32, num_warps: int = 8,
+              num_stages: int | None = None) -> torch.Tensor:
     """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
     b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
     the modulation vector). xn, residual and gate share a dtype, which the output has; the weights may be
@@ -167,12 +230,18 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     output or output projection (what the predictor's last block needs when only the last row is read).
 
     Defaults from compiling for sm_90 offline (no GPU at hand, so not timed): 16 sequences x 8 warps,
-    32-wide K steps, 2 stages: 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
+    32-wide K steps, 2 stages (1 in exact fp32: default_stages): 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
     tf32, ~1.3 KB in exact fp32 (its FMA dots hold whole operand tiles in registers). A variant that
     flattens (sequence, token) into rows and does the attention with 3-D broadcasts spilled far more
-    (0.7-5 KB) and was dropped."""
+    (0.7-5 KB) and was dropped.
+
+    KV cache (the planner's growing window): xn, residual and gate then hold only the window's last
+    tokens, after `cached` earlier ones whose keys/values are read from kv_cache (N, W, 2, heads * dh)
+    (W >= cached + new tokens; any float dtype, stored as given); store_kv=True writes the computed
+    tokens' keys/values into kv_cache at their window positions. The output covers the new tokens
+    (or with last_only the last one). attention_kv_ref is the definition."""
     check_compute_dtype("xn", xn)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     if xn.ndim != 3:
         raise ValueError(f"xn must be (N, T, D), got shape {tuple(xn.shape)}")
     N, T, D = xn.shape
@@ -188,7 +257,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     if w_out.dtype != w_qkv.dtype:
         raise TypeError(f"w_qkv ({w_qkv.dtype}) and w_out ({w_out.dtype}) must share a dtype (the dots' operand type)")
     check_tensor("residual", residual, (N, T, D), xn.dtype, xn.device)
-    check_tensor("gate", gate, (N, T, D), xn.dtype, xn.device)
+    check_modulation("gate", gate, (N, T, D), xn.device)
     if not xn.is_contiguous():
         raise ValueError("xn must be contiguous")
     if residual.stride(-1) != 1 or gate.stride(-1) != 1:
@@ -196,14 +265,29 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     out = torch.empty((N, 1 if last_only else T, D), dtype=xn.dtype, device=xn.device)
     if N == 0:
         return out
+    C, W = int(cached), T + int(cached)           # T is the number of new tokens from here on
+    if C < 0 or W > MAX_TOKENS:
+        raise ValueError(f"cached={cached} + {T} new tokens must make a window of 1..{MAX_TOKENS}")
+    if (C or store_kv) and kv_cache is None:
+        raise ValueError("cached > 0 or store_kv needs kv_cache (N, W, 2, heads * dh)")
+    if kv_cache is not None:
+        if kv_cache.ndim != 4 or kv_cache.shape[0] != N or kv_cache.shape[1] < W or kv_cache.shape[2:] != (2, inner):
+            raise ValueError(f"kv_cache must be (N={N}, >= {W}, 2, {inner}), got {tuple(kv_cache.shape)}")
+        if kv_cache.device != xn.device or kv_cache.stride(3) != 1 or kv_cache.stride(2) != inner:
+            raise ValueError("kv_cache must be on xn's device with contiguous (2, inner) rows")
+    kv = kv_cache if kv_cache is not None else out        # a dummy pointer, never read or written
+    num_stages = default_stages(w_qkv.dtype, dot_precision) if num_stages is None else num_stages
     grid = (triton.cdiv(N, block_n),)
-    _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, N, D, heads, dim_head,
+    _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, kv, N, D, heads, dim_head,
                             1.0 / math.sqrt(dim_head),
                             xn.stride(0), xn.stride(1), residual.stride(0), residual.stride(1),
                             gate.stride(0), gate.stride(1), out.stride(0), out.stride(1),
-                            T=T, OUT0=T == 1 or not last_only, OUT1=T == 2 or (T == 3 and not last_only),
-                            OUT_SHIFT=T - 1 if last_only else 0, BLOCK_N=block_n, BLOCK_D=block_size(D),
+                            kv.stride(0), kv.stride(1),
+                            T=W, C=C, STORE_KV=bool(store_kv),
+                            OUT0=C == 0 and (W == 1 or not last_only),
+                            OUT1=C <= 1 and (W == 2 or (W == 3 and not last_only)),
+                            OUT_SHIFT=W - 1 if last_only else C, BLOCK_N=block_n, BLOCK_D=block_size(D),
                             BLOCK_DH=block_size(dim_head), BLOCK_K=block_k, DOT_DTYPE=dot_dtype(w_qkv.dtype),
-                            PRECISION=precision,
+                            PRECISION=dot_precision,
                             num_warps=num_warps, num_stages=num_stages)
     return out

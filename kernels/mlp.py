@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import as_rows, block_size, check_compute_dtype, check_param, check_precision, check_tensor, dot_dtype
+from ._common import as_rows, block_size, check_compute_dtype, check_modulation, check_param, check_precision, dot_dtype
 from .norm_modulate import _double_norm_rows
 
 import triton
@@ -80,10 +80,10 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
     2 pipeline stages is the largest config with no register spills in fp32/tf32/bf16 (100 KB of shared
     memory in fp32); 64-wide hidden tiles spill and 3 stages of fp32 tiles overflow H100 shared memory."""
     check_compute_dtype("x", x)
-    check_precision(precision)
+    dot_precision = check_precision(precision)
     D = x.shape[-1]
     for name, t in (("shift", shift), ("scale", scale), ("gate", gate)):
-        check_tensor(name, t, tuple(x.shape), x.dtype, x.device)
+        check_modulation(name, t, tuple(x.shape), x.device)
     hidden = w1.shape[0]
     for name, t, shape in (("ln_weight", ln_weight, (D,)), ("ln_bias", ln_bias, (D,)), ("w1", w1, (hidden, D)),
                            ("b1", b1, (hidden,)), ("w2", w2, (D, hidden)), ("b2", b2, (D,))):
@@ -98,5 +98,5 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
             xr, sh, sc, gt, ln_weight, ln_bias, w1, b1, w2, b2, out, M, D, hidden,
             xr.stride(0), sh.stride(0), sc.stride(0), gt.stride(0), out.stride(0), eps_plain, eps_affine,
             BLOCK_M=block_m, BLOCK_D=block_size(D), BLOCK_H=block_h, DOT_DTYPE=dot_dtype(w1.dtype),
-            PRECISION=precision, num_warps=num_warps, num_stages=num_stages)
+            PRECISION=dot_precision, num_warps=num_warps, num_stages=num_stages)
     return out.view(x.shape)

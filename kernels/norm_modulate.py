@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import as_rows, block_size, check_compute_dtype, check_param, check_tensor
+from ._common import as_rows, block_size, check_compute_dtype, check_modulation, check_param
 
 import triton
 import triton.language as tl
@@ -78,7 +78,7 @@ def norm_modulate(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tens
         raise ValueError("pass both shift and scale, or neither (plain affine LayerNorm)")
     for name, t in (("shift", shift), ("scale", scale)):
         if t is not None:
-            check_tensor(name, t, tuple(x.shape), x.dtype, x.device)
+            check_modulation(name, t, tuple(x.shape), x.device)
     check_param("weight", weight, (D,), x.device)
     check_param("bias", bias, (D,), x.device)
     xr = as_rows(x, D)

@@ -242,6 +242,95 @@ class Predictor(nn.Module):
         return self.transformer.norm(x)
 
 
+# The predictor's weights gathered once for inference (the planner's eager and Triton steps and the
+# kernels' whole-window forward all read this one pack): contiguous, detached, AdaLN linears stacked.
+@dataclass
+class PackedBlock:
+    attn_ln_w: torch.Tensor
+    attn_ln_b: torch.Tensor
+    w_qkv: torch.Tensor
+    w_out: torch.Tensor
+    b_out: torch.Tensor
+    mlp_ln_w: torch.Tensor
+    mlp_ln_b: torch.Tensor
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    eps_plain1: float
+    eps_attn: float
+    eps_plain2: float
+    eps_mlp: float
+
+
+@dataclass
+class PackedPredictor:
+    pos: torch.Tensor          # (num_frames, D)
+    mod_w: torch.Tensor        # (depth * 6D, D): every block's adaLN_modulation Linear, stacked
+    mod_b: torch.Tensor        # (depth * 6D,)
+    blocks: list
+    final_w: torch.Tensor
+    final_b: torch.Tensor
+    final_eps: float
+    heads: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Activation dtype: residual stream, norms, outputs."""
+        return self.pos.dtype
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """Matmul weights' dtype = the dots' operand type."""
+        return self.mod_w.dtype
+
+    @property
+    def dim(self) -> int:
+        return self.pos.shape[1]
+
+
+PACK_PRECISIONS = ("ieee", "fp32", "tf32", "bf16")
+
+
+def check_pack_precision(precision: str) -> str:
+    if precision not in PACK_PRECISIONS:
+        raise ValueError(f"precision must be one of {PACK_PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def pack_predictor(predictor, precision: str = "ieee", dtype: torch.dtype | None = None) -> PackedPredictor:
+    """Gather a lewm_fast.model.Predictor's weights (detached, contiguous). dtype: activation dtype
+    (default the module's); matmul weights are bf16 when precision == "bf16", else dtype."""
+    check_pack_precision(precision)
+    dtype = dtype or predictor.pos_embedding.dtype
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"unsupported compute dtype {dtype}")
+    wdtype = torch.bfloat16 if precision == "bf16" else dtype
+
+    def prep(t: torch.Tensor, matmul: bool = False) -> torch.Tensor:
+        return t.detach().to(wdtype if matmul else dtype).contiguous()
+
+    layers = predictor.transformer.layers
+    blocks = []
+    for blk in layers:
+        blocks.append(PackedBlock(
+            attn_ln_w=prep(blk.attn.norm.weight), attn_ln_b=prep(blk.attn.norm.bias),
+            w_qkv=prep(blk.attn.to_qkv.weight, True), w_out=prep(blk.attn.to_out[0].weight, True),
+            b_out=prep(blk.attn.to_out[0].bias),
+            mlp_ln_w=prep(blk.mlp.net[0].weight), mlp_ln_b=prep(blk.mlp.net[0].bias),
+            w1=prep(blk.mlp.net[1].weight, True), b1=prep(blk.mlp.net[1].bias),
+            w2=prep(blk.mlp.net[4].weight, True), b2=prep(blk.mlp.net[4].bias),
+            eps_plain1=blk.norm1.eps, eps_attn=blk.attn.norm.eps, eps_plain2=blk.norm2.eps,
+            eps_mlp=blk.mlp.net[0].eps))
+    norm = predictor.transformer.norm
+    return PackedPredictor(
+        pos=prep(predictor.pos_embedding[0]),
+        mod_w=prep(torch.cat([blk.adaLN_modulation[1].weight for blk in layers]), True),
+        mod_b=prep(torch.cat([blk.adaLN_modulation[1].bias for blk in layers])),
+        blocks=blocks, final_w=prep(norm.weight), final_b=prep(norm.bias), final_eps=norm.eps,
+        heads=layers[0].attn.heads if len(layers) else 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # LeWM
 # ----------------------------------------------------------------------------------------------

@@ -16,32 +16,18 @@ from dataclasses import dataclass, field
 import torch
 
 from .planning.engine import RolloutEngine
-from .planning.graph import GraphSolveRunner, run_solve
+from .planning.graph import GraphSolveRunner
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
 from .planning.precision import check_precision, precision_flags
-from .planning.solvers import make_solver
+from .planning.noise import EnvStreams
+from .planning.solvers import make_solver, run_solve
+from .planning.switches import BACKENDS, backend_name, kernels_status, resolve  # noqa: F401 - re-exported
 from .validate import check_frames, check_solver_options, check_stats, finite_tensor
-
-BACKENDS = ("auto", "eager", "triton", "graph")
-
-
-def _triton_kernels_available() -> bool:
-    try:
-        from .kernels import predictor as kp  # noqa: F401
-        return hasattr(kp, "predictor_forward_triton")
-    except Exception:  # ImportError, or Triton failing to initialise without a GPU
-        return False
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "graph" if device.type == "cuda" and _triton_kernels_available() else "eager"
-    if backend == "graph" and device.type != "cuda":
-        raise RuntimeError(f"backend='graph' replays CUDA graphs and needs a CUDA device, got {device}; "
-                           "use backend='eager' (or 'auto') on CPU")
-    return backend
+    """The legacy name of what `backend` runs as on `device` (see planning/switches.py)."""
+    return backend_name(*resolve(backend, "auto", "auto", torch.device(device)))
 
 
 @dataclass
@@ -57,13 +43,18 @@ class Planner:
     def __init__(self, model, action_stats: dict | None = None, *, solver: str = "cem", horizon: int = 5,
                  num_samples: int = 300, iterations: int = 30, topk: int = 30, var_scale: float = 1.0,
                  history_len: int | None = None, device=None, backend: str = "auto", precision: str = "fp32",
-                 seed: int = 42, generator: torch.Generator | None = None, chunk_rows: int | None = None,
+                 kernels: str = "auto", cuda_graph="auto", seed: int = 42,
+                 generator: torch.Generator | None = None, chunk_rows: int | None = None,
                  **solver_options):
         """model: a LeWM (its cfg fixes image size, frameskip = action block, action dims).
         action_stats: {"mean", "std"} of raw env actions (per env action dim) used to normalise the
         model's action inputs; planned actions are un-normalised with them (None: identity).
         solver: "cem" | "icem" | "mppi"; solver_options go to it (e.g. temperature=, noise_beta=).
-        seed: seeds the planner's own generator once (like the reference); or pass generator=.
+        kernels: "torch" | "triton" | "auto"; cuda_graph: True | False | "auto" (planning/switches.py);
+        backend: the old names, aliases of the two ("eager", "triton", "graph", "auto").
+        seed: seeds the planner's per-environment random streams once (planning/noise.py: environment i
+        draws from its own stream, seeded from (seed, i); env 0's is seeded with `seed`, like the
+        reference's one generator); generator=: a generator to use as env 0's stream.
         chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
         check_solver_options(var_scale, num_samples, iterations, topk, solver_options)
         if action_stats is not None:
@@ -72,7 +63,8 @@ class Planner:
         self.cfg = cfg = model.cfg
         self.model = model.to(self.device).eval()
         self.precision = check_precision(precision)
-        self.backend = resolve_backend(backend, self.device)
+        self.kernels, self.cuda_graph = resolve(backend, kernels, cuda_graph, self.device)
+        self.backend = backend_name(self.kernels, self.cuda_graph)
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.horizon = horizon
@@ -81,18 +73,18 @@ class Planner:
         self.solver = make_solver(solver, num_samples=num_samples, iterations=iterations, topk=topk,
                                   var_scale=var_scale, **self._device_options(solver_options))
         self._stats = self._parse_stats(action_stats)
-        if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        elif generator.device.type != self.device.type:
+        if generator is not None and generator.device.type != self.device.type:
             raise ValueError(f"generator is on {generator.device}; the planner runs on {self.device}")
-        self.generator = generator
+        if generator is not None:
+            seed = generator.initial_seed()
+        # `generator` keeps its old name: .manual_seed(seed) restarts every environment's stream
+        self.generator = self.streams = EnvStreams(seed, self.device, first=generator)
         if chunk_rows is None and self.device.type == "cpu":
             chunk_rows = 512         # CPU: 300-600 rows per pass keeps the working set in cache (measured)
-        predictor = "triton" if self.backend == "triton" or (
-            self.backend == "graph" and _triton_kernels_available()) else "eager"
-        self.engine = RolloutEngine(self.model, precision=precision, predictor_backend=predictor,
+        self.engine = RolloutEngine(self.model, precision=precision,
+                                    predictor_backend="triton" if self.kernels == "triton" else "eager",
                                     chunk_rows=chunk_rows)
-        self._graph = GraphSolveRunner(self.engine, self.solver, self.generator) if self.backend == "graph" else None
+        self._graph = GraphSolveRunner(self.engine, self.solver) if self.cuda_graph else None
 
     def _device_options(self, opts: dict) -> dict:
         # bounds live on the device up front: no host-to-device copies inside a (captured) solve
@@ -154,6 +146,15 @@ class Planner:
                           "actions (lewm_fast.data.fit_stats)", stacklevel=3)
         return action_stats
 
+    @staticmethod
+    def _env_ids(env_ids, B: int) -> list[int]:
+        if env_ids is None:
+            return list(range(B))
+        ids = [int(i) for i in torch.as_tensor(env_ids).reshape(-1).tolist()]
+        if len(ids) != B or len(set(ids)) != B or min(ids) < 0:
+            raise ValueError(f"env_ids must be {B} distinct ints >= 0 (one per environment), got {ids}")
+        return ids
+
     # ------------------------------------------------------------------------------------------
     def normalise_actions(self, raw: torch.Tensor) -> torch.Tensor:
         if self._stats is None:
@@ -167,7 +168,7 @@ class Planner:
         mean, std = (s.to(x.device) for s in self._stats)
         return x * std + mean
 
-    def plan(self, obs, goal, action_history=None, init_plan=None) -> PlanResult:
+    def plan(self, obs, goal, action_history=None, init_plan=None, env_ids=None) -> PlanResult:
         """Plan for B environments at once.
 
         obs: (B, H, h, w, 3) or (B, h, w, 3) when H = 1; uint8 pixels, or CHW, or float tensors that
@@ -175,6 +176,8 @@ class Planner:
         action_history: when H > 1, the raw env actions that led through the H context frames,
              (B, (H-1) * frameskip, env_action_dim).
         init_plan: optional warm start, normalised blocks (B, t <= horizon, A); zero-padded.
+        env_ids: which environments the B rows are (B distinct ints >= 0; default 0..B-1): row b draws
+             its noise from environment env_ids[b]'s stream, so its plan does not depend on the batch.
         """
         cfg, H, T = self.cfg, self.history_len, self.horizon
         t0 = time.perf_counter()
@@ -200,6 +203,8 @@ class Planner:
                                  f"{tuple(init_plan.shape)}")
             mean0[:, :init_plan.shape[1]] = init_plan
 
+        ids = self._env_ids(env_ids, B)
+        gens = self.streams.generators(ids)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         with torch.inference_mode(), precision_flags(self.precision, self.device):
             ctx = self.engine.encode(obs.to(self.device))                 # (B, H, D)
@@ -207,17 +212,19 @@ class Planner:
             sync()
             t1 = time.perf_counter()
             if self._graph is not None:
-                plan, cost = self._graph.solve(ctx, goal_emb, hist, mean0)
+                plan, cost = self._graph.solve(ctx, goal_emb, hist, mean0, gens)
             else:
-                plan, cost = run_solve(self.engine, self.solver, ctx, goal_emb, hist, mean0, self.generator)
+                plan, cost = run_solve(self.engine, self.solver, ctx, goal_emb, hist, mean0, gens)
             plan, cost = plan.float().cpu(), cost.float().cpu()           # the one host sync of the solve
             t2 = time.perf_counter()
         actions = self.unnormalise_actions(plan.reshape(B, T * cfg.frameskip, cfg.env_action_dim))
         timing = {"encode_s": t1 - t0, "solve_s": t2 - t1, "total_s": time.perf_counter() - t0,
                   "per_env_solve_s": (t2 - t1) / B}
-        info = {"solver": self.solver_name, "backend": self.backend, "precision": self.precision,
+        info = {"solver": self.solver_name, "backend": self.backend, "kernels": self.kernels,
+                "cuda_graph": self.cuda_graph, "predictor": type(self.engine.predictor).__name__,
+                "precision": self.precision,
                 "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
-                "iterations": self.solver.iterations, "horizon": T, "history_len": H}
+                "iterations": self.solver.iterations, "horizon": T, "history_len": H, "env_ids": ids}
         bad = (~torch.isfinite(actions)).flatten(1).any(1) | ~torch.isfinite(cost)
         if bad.any():
             envs = torch.nonzero(bad)[:, 0].tolist()

@@ -58,6 +58,11 @@ def test_dinowm_full_size_matches_spec():
     """Spec F: 196 patch tokens x 384 per frame; predictor width 404, ~19 M parameters."""
     cfg = DinoWMConfig()
     assert cfg.patches == 196 and cfg.enc_dim == 384 and cfg.pred_width == 404
+    from bench.dinowm import derivation
+
+    d = derivation(cfg)
+    assert "224 px frames to 196 px" in d["frames"] and "= 196 patch tokens of 384" in d["frames"]
+    assert d["width"].endswith("= 404") and "588 predictor tokens" in d["tokens"]
     m = random_dinowm(cfg)
     n = sum(p.numel() for p in m.pred_blocks.parameters())
     assert 18e6 < n < 21e6
@@ -65,17 +70,25 @@ def test_dinowm_full_size_matches_spec():
 
 
 @pytest.mark.parametrize("port", [False, True], ids=["package", "port"])
-def test_bench_cem_tiny_end_to_end(tmp_path, request, port):
+def test_bench_cem_tiny_end_to_end(tmp_path, request, monkeypatch, port):
     """The whole script at a tiny size, with the package and with the port that stands in for it on GPUs
-    (the port variant runs without the package too)."""
-    from bench.cem import main
+    (the port variant runs without the package too). The report is written after every measurement.
+    (The triton backend under the CPU interpreter is exercised by the GPU check's dry run: test_gpu_check.py.)"""
+    import bench.cem as bc
 
     if not port:
         request.getfixturevalue("reference")     # skips, with the reason, when the package cannot be imported
     out = tmp_path / "cem.json"
-    main(["--env", "pusht", "--tiny", "--iterations", "3", "--samples", "64", "--topk", "8", "--batches", "1,3",
-          "--reps", "2", "--ref-solves", "2", "--dinowm-samples", "2", "--out", str(out)]
-         + (["--reference-port"] if port else []))
+    writes = []
+    real_write = bc.write_report
+    monkeypatch.setattr(bc, "write_report", lambda path, payload: writes.append(
+        (payload["complete"], len(payload["variants"]))) or real_write(path, payload))
+    bc.main(["--env", "pusht", "--tiny", "--iterations", "3", "--samples", "64", "--topk", "8", "--batches", "1,3",
+             "--reps", "2", "--ref-solves", "2", "--dinowm-samples", "2", "--backends", "eager,graph",
+             "--out", str(out)] + (["--reference-port"] if port else []))
+    # reference, then each of the 4 variants, then the final complete report
+    assert writes[0] == (False, 0) and writes[-1] == (True, 4)
+    assert [n for c, n in writes if not c][:5] == [0, 1, 2, 3, 4]
     r = json.loads(out.read_text())
     assert r["reference"]["implementation"].startswith("port" if port else "package")
     assert r["environment"]["torch"] == torch.__version__
@@ -84,8 +97,12 @@ def test_bench_cem_tiny_end_to_end(tmp_path, request, port):
     fp32 = next(v for v in r["variants"] if v["precision"] == "fp32" and v["B"] == 1)
     assert fp32["agreement"]["max_abs_action_diff"] <= 1e-4        # same seed, same plan as the reference
     assert len(fp32["raw_s"]) == 2 and fp32["median_s"] > 0
-    assert {s["backend"] for s in r["skipped"]} == {"triton", "graph"}     # CPU: say why, don't crash
+    assert {s["backend"] for s in r["skipped"]} == {"graph"}     # CPU: say why, don't crash
+    assert all(v["ran"] == {"kernels": "torch", "cuda_graph": False, "predictor": "EagerPredictor"}
+               for v in r["variants"])
+    assert r["complete"] is True
     assert r["dinowm"]["extrapolated"] is True and "EXTRAPOLATED" in r["dinowm"]["note"]
+    assert set(r["dinowm"]["derivation"]) == {"frames", "width", "tokens", "kernels"}
     assert (tmp_path / "cem.md").read_text().count("| eager") == 4
 
 

@@ -5,7 +5,7 @@ import torch
 
 from helpers import random_model
 from lewm_fast.model import LeWM, LeWMConfig
-from lewm_fast.planner import Planner, resolve_backend
+from lewm_fast.planner import Planner, resolve, resolve_backend
 from lewm_fast.planning.engine import RolloutEngine
 from lewm_fast.planning.solvers import CEM, ICEM, MPPI
 
@@ -225,6 +225,39 @@ def test_backend_choice_on_cpu():
         Planner(_model(1), precision="fp8")
 
 
+def test_switches_and_their_aliases_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve("auto", "auto", "auto", cpu) == ("torch", False)       # interpreter: never picked by auto
+    assert resolve("eager", "auto", "auto", cpu) == ("torch", False)
+    assert resolve("auto", "torch", False, cpu) == ("torch", False)
+    with pytest.raises(ValueError, match="conflicts"):
+        resolve("eager", "triton", "auto", cpu)
+    with pytest.raises(ValueError, match="kernels"):
+        resolve("auto", "cuda", "auto", cpu)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        Planner(_model(1), kernels="torch", cuda_graph=True, device="cpu")
+
+
+def test_triton_request_without_runnable_kernels_raises_with_the_reason():
+    """Without TRITON_INTERPRET the kernels cannot run on CPU: asking for them must say so, not fall back."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from lewm_fast.planner import Planner, kernels_status\n"
+            "from lewm_fast.model import LeWM, LeWMConfig\n"
+            "print(kernels_status('cpu'))\n"
+            "for b in ('triton', 'graph'):\n"
+            "    try: Planner(LeWM(LeWMConfig.tiny()), backend=b, device='cpu')\n"
+            "    except RuntimeError as e: print(b, 'raised:', e)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, triton, graph = out.stdout.strip().splitlines()[-3:]
+    assert status.startswith("(False") and "TRITON_INTERPRET" in status
+    assert triton.startswith("triton raised:") and "TRITON_INTERPRET" in triton
+    assert graph.startswith("graph raised:")
+
+
 def test_from_checkpoint_uses_action_stats(tmp_path):
     from lewm_fast.checkpoint import save_checkpoint
 
@@ -280,6 +313,50 @@ def test_triton_backend_costs_match_eager():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("H", [1, 2, 3, 4])
+def test_triton_backend_rollout_matches_eager(H):
+    """Every step of the KV-cached Triton rollout (growing window from the cache, sliding window
+    recomputed, history > window) against the eager engine, whose equality with LeWM.rollout is pinned
+    above; 3 + 2 rows per chunk so a chunk boundary splits the environments."""
+    _triton_predictor_or_skip()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = _model(H).to(dev)
+    g = torch.Generator().manual_seed(40 + H)
+    B, S, T, D, A = 1, 5, 5, m.cfg.embed_dim, m.cfg.action_dim
+    ctx, cand = torch.randn(B, H, D, generator=g).to(dev), torch.randn(B, S, T, A, generator=g).to(dev)
+    hist = torch.randn(B, S, H - 1, A, generator=g).to(dev) if H > 1 else None
+    want = RolloutEngine(m, predictor_backend="eager").rollout(ctx, cand, hist)
+    eng = RolloutEngine(m, predictor_backend="triton", chunk_rows=3)
+    assert eng.predictor.supports_kv_cache
+    torch.testing.assert_close(eng.rollout(ctx, cand, hist), want, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_backend_does_nine_token_passes_and_one_modulation():
+    """Horizon 5, history 1: windows of 1, 2, 3 (growing: 1 new token each), then 3, 3 (slid: all new)
+    = 9 token passes per candidate through each block (not 12); the last block's MLP sees only the row
+    pred_proj reads (5 per candidate); the modulation runs once per iteration."""
+    _triton_predictor_or_skip()
+    m = _model(1)
+    eng = RolloutEngine(m, predictor_backend="triton")
+    rows = {"adaln": 0, "norm": 0, "mlp": 0}
+    adaln, attention, mlp, norm = eng.predictor._k
+
+    def counted(key, fn, per_row):
+        def wrapped(x, *a, **k):
+            rows[key] += x.numel() // x.shape[-1] if per_row else 1
+            return fn(x, *a, **k)
+        return wrapped
+    eng.predictor._k = (counted("adaln", adaln, False), attention, counted("mlp", mlp, True), counted("norm", norm, True))
+    S = 4
+    g = torch.Generator().manual_seed(0)
+    eng.costs(torch.randn(1, 1, m.cfg.embed_dim, generator=g), torch.randn(1, m.cfg.embed_dim, generator=g),
+              torch.randn(1, S, 5, m.cfg.action_dim, generator=g))
+    depth = m.cfg.pred_depth
+    assert rows["adaln"] == 1
+    assert rows["norm"] == S * (9 * depth + 5)      # + the final norm: one row per step
+    assert rows["mlp"] == S * (9 * (depth - 1) + 5)
+
+
 def test_triton_backend_planner_matches_eager():
     _triton_predictor_or_skip()
     m = _model(1)
@@ -288,6 +365,7 @@ def test_triton_backend_planner_matches_eager():
     obs, goal = _frames(1), _frames(1, seed=1)
     a = Planner(m, backend="eager", **kw).plan(obs, goal)
     b = Planner(m, backend="triton", **kw).plan(obs, goal)
-    assert b.info["backend"] == "triton"
+    assert b.info["backend"] == "triton" and b.info["kernels"] == "triton" and b.info["predictor"] == "TritonPredictor"
+    assert a.info["kernels"] == "torch" and a.info["predictor"] == "EagerPredictor" and a.info["cuda_graph"] is False
     torch.testing.assert_close(b.blocks, a.blocks, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.cost, a.cost, rtol=1e-4, atol=1e-6)

@@ -3,9 +3,10 @@
 `lewm_fast.Planner` (lewm_fast/planner.py) is the user-facing entry point; these are its parts.
 """
 from .engine import RolloutEngine
-from .graph import GraphSolveRunner, run_solve
+from .graph import GraphSolveRunner
+from .noise import EnvStreams, env_seed
 from .precision import PRECISIONS
-from .solvers import CEM, ICEM, MPPI, SOLVERS, make_solver
+from .solvers import CEM, ICEM, MPPI, SOLVERS, make_solver, run_solve
 
 __all__ = ["RolloutEngine", "GraphSolveRunner", "run_solve", "PRECISIONS", "CEM", "ICEM", "MPPI", "SOLVERS",
-           "make_solver"]
+           "make_solver", "EnvStreams", "env_seed"]

@@ -1,90 +1,111 @@
-"""Predictor backends: how one rollout step's window goes through the 6 AdaLN-zero blocks.
+"""The predictor's planning step, defined once (`PredictorStep.window`), with two sets of operations.
 
-The rollout engine (engine.py) owns the loop over steps; a backend owns the per-window maths and
-is swapped to change *how* it is computed, never *what*:
+One rollout step through the 6 AdaLN-zero blocks, as the engine (engine.py) calls it:
 
-- `EagerPredictor`: plain PyTorch, CPU or GPU; defines the semantics. It reuses keys/values of
-  earlier tokens while the window grows (causal attention makes them valid; spec C.1), computes the
-  AdaLN modulation of every action token once per iteration for all 6 blocks in one matmul, and in
-  the last block runs query/attention-output/MLP for the last token only (the only row pred_proj
-  and the cost ever read).
-- `TritonPredictor`: full-window passes through the fused kernels in `lewm_fast.kernels.predictor`
-  (`predictor_forward_triton` takes whole windows, so this backend recomputes the <= 3-token window
-  each step: 12 token passes per candidate and iteration instead of the eager path's 9 at horizon 5;
-  a cache-aware kernel entry point would plug in here through `supports_kv_cache`).
+- `begin(act_emb)` once per row chunk and iteration: every block's AdaLN modulation of every action
+  token, in one matmul / one launch (the conditioning of a token does not change across windows);
+- `window(x, lo, pos0, cache, keep_cache) -> (last row after the final norm, cache)`: the window's
+  new tokens from position pos0 on; keys/values of earlier positions come from `cache` (valid while
+  the window grows: causal attention; spec C.1), so horizon 5 costs 9 token passes per candidate,
+  not 12; in the last block only the last row gets a query, attention output and MLP (the only row
+  pred_proj and the cost read).
 
-Protocol (duck-typed): `supports_kv_cache`, `begin(act_emb)` once per row chunk and iteration, and
-`window(x, lo, pos0, cache, keep_cache) -> (last_row_after_final_norm, cache)`.
+Both backends read the weights from one pack built at construction (lewm_fast.model.pack_predictor)
+and differ only in how a block half is computed:
+- `EagerPredictor`: plain PyTorch on any device; defines the semantics (fp32: the reference's maths);
+- `TritonPredictor`: the fused kernels of `lewm_fast.kernels`, called directly (norm_modulate,
+  attention with its KV-cache form, mlp, adaln_modulation).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .precision import matmul_dtype
+from lewm_fast.model import pack_predictor
 
 
 def _ln(x, w=None, b=None, eps=1e-5):
     return F.layer_norm(x, x.shape[-1:], w, b, eps)
 
 
-class EagerPredictor:
+class PredictorStep:
     supports_kv_cache = True
 
     def __init__(self, model, precision: str = "fp32"):
-        pred = model.predictor
-        self.dtype = md = matmul_dtype(precision)
-        self.heads = pred.transformer.layers[0].attn.heads
-        self.dim_head = pred.transformer.layers[0].attn.dim_head
-        inner = self.heads * self.dim_head
-        D = model.cfg.embed_dim
-        self.D = D
-        self.pos = pred.pos_embedding.detach()[0].float()              # (W, D)
-        w = lambda t: t.detach().to(md).contiguous()  # noqa: E731 - matmul operands in the compute dtype
-        f = lambda t: t.detach().float().contiguous()  # noqa: E731 - norms, biases and residuals stay fp32
-        self.layers = []
-        mod_w, mod_b = [], []
-        for blk in pred.transformer.layers:
-            # fold attention's 1/sqrt(dh) into the query rows (exact for dh = 64: a power of two)
-            qkv = torch.cat([blk.attn.to_qkv.weight[:inner] * self.dim_head ** -0.5, blk.attn.to_qkv.weight[inner:]])
-            lin = blk.adaLN_modulation[1]
-            mod_w.append(lin.weight)
-            mod_b.append(lin.bias)
-            self.layers.append(dict(
-                eps1=blk.norm1.eps, eps2=blk.norm2.eps,
-                attn_ln=(f(blk.attn.norm.weight), f(blk.attn.norm.bias), blk.attn.norm.eps),
-                w_qkv=w(qkv), w_q=w(qkv[:inner]), w_kv=w(qkv[inner:]),
-                w_out=w(blk.attn.to_out[0].weight), b_out=blk.attn.to_out[0].bias.detach().to(md),
-                ff_ln=(f(blk.mlp.net[0].weight), f(blk.mlp.net[0].bias), blk.mlp.net[0].eps),
-                w1=w(blk.mlp.net[1].weight), b1=blk.mlp.net[1].bias.detach().to(md),
-                w2=w(blk.mlp.net[4].weight), b2=blk.mlp.net[4].bias.detach().to(md),
-            ))
-        # all blocks' AdaLN linears stacked: one (depth*6D, D) matmul per iteration instead of 6 per step
-        self.mod_w = w(torch.cat(mod_w, 0))
-        self.mod_b = torch.cat(mod_b, 0).detach().to(md)
-        n = pred.transformer.norm
-        self.final_ln = (f(n.weight), f(n.bias), n.eps)
+        self.packed = pack_predictor(model.predictor, precision=precision, dtype=torch.float32)
+        self.depth = len(self.packed.blocks)
+        self.heads = self.packed.heads
+        self.inner = self.packed.blocks[0].w_out.shape[1] if self.depth else 0
+        self.dim_head = self.inner // max(self.heads, 1)
+        self.num_frames = model.cfg.num_frames
         self.mods = None
 
     def begin(self, act_emb: torch.Tensor) -> None:
-        """act_emb (n, L, D) for this row chunk: precompute every block's 6 modulation vectors."""
+        self.mods = self.modulation(act_emb)
+
+    def window(self, x, lo, pos0, cache, keep_cache):
+        """x (n, m, D): the window's frame embeddings from window position pos0 on (earlier positions
+        are in `cache`, one entry per block; or pos0 == 0). Action index of window position p is lo + p.
+        Returns (n, D) fp32: the last token after the final LayerNorm, and the cache if keep_cache."""
+        n, m, _ = x.shape
+        if pos0 and cache is None:
+            raise RuntimeError("a window starting at position > 0 needs the cache of the earlier positions")
+        x = x.float() + self.packed.pos[pos0:pos0 + m]
+        mods = self.mods[:, lo + pos0:lo + pos0 + m]
+        states = self.cache_in(cache, keep_cache, n, x.device)
+        new_cache = [] if keep_cache else None
+        for i in range(self.depth):
+            sh_a, sc_a, g_a, sh_f, sc_f, g_f = self.block_mods(mods, i)
+            last = i == self.depth - 1
+            x, state = self.attention_half(i, x, sh_a, sc_a, g_a, states[i], pos0, keep_cache, last)
+            if keep_cache:
+                new_cache.append(state)
+            if last:     # rows are per token from here on: the last token's modulation only
+                sh_f, sc_f, g_f = sh_f[:, -1:], sc_f[:, -1:], g_f[:, -1:]
+            x = self.mlp_half(i, x, sh_f, sc_f, g_f)
+        return self.final_norm(x[:, -1]), new_cache
+
+
+class EagerPredictor(PredictorStep):
+    """The step in PyTorch. Attention over <= 3 keys is written per key (a GEMM/flash kernel per (row,
+    head) costs more than the arithmetic), and the cache is kept as per-position tensors, never
+    concatenated. Matmul operands in the precision's dtype; norms, softmax and the residual in fp32."""
+
+    def __init__(self, model, precision: str = "fp32"):
+        super().__init__(model, precision)
+        p = self.packed
+        self.dtype = md = p.weight_dtype
+        inner = self.inner
+        self.layers = []
+        for blk, layer in zip(p.blocks, model.predictor.transformer.layers):
+            # fold attention's 1/sqrt(dh) into the query rows (exact for dh = 64, a power of two); from
+            # the fp32 weights, so bf16 rounds the scaled weight once
+            w = layer.attn.to_qkv.weight.detach().float()
+            qkv = torch.cat([w[:inner] * self.dim_head ** -0.5, w[inner:]]).to(md)
+            self.layers.append(dict(w_qkv=qkv, w_q=qkv[:inner], w_kv=qkv[inner:], b_out=blk.b_out.to(md),
+                                    b1=blk.b1.to(md), b2=blk.b2.to(md)))   # F.linear wants one dtype
+        self.mod_b = p.mod_b.to(md)
+
+    def modulation(self, act_emb):
+        """(n, L, depth, 6, D) fp32: block l, chunk k (shift/scale/gate msa, shift/scale/gate mlp), 1 + scale stored."""
         n, L, D = act_emb.shape
-        c = F.silu(act_emb.reshape(n * L, D)).to(self.dtype)       # 2-D: one GEMM, no batched-matmul path
-        m = F.linear(c, self.mod_w, self.mod_b).float()
-        # (n, L, depth, 6, D): block l, chunk k (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)
-        m = m.view(n, L, len(self.layers), 6, D)
-        m[:, :, :, 1] += 1.0     # store 1 + scale: modulate(x) = x * (1 + scale) + shift becomes one addcmul
+        c = F.silu(act_emb.reshape(n * L, D)).to(self.dtype)     # 2-D: one GEMM, no batched-matmul path
+        m = F.linear(c, self.packed.mod_w, self.mod_b).float().view(n, L, self.depth, 6, D)
+        m[:, :, :, 1] += 1.0     # modulate(x) = x * (1 + scale) + shift becomes one addcmul
         m[:, :, :, 4] += 1.0
-        self.mods = m
+        return m
+
+    @staticmethod
+    def block_mods(mods, i):
+        return mods[:, :, i].unbind(2)
+
+    def cache_in(self, cache, keep_cache, n, device):
+        return [None] * self.depth if cache is None else cache
 
     @staticmethod
     def _attend(q, ks, vs):
-        """Causal attention for windows of <= num_frames tokens, written per key: at these lengths
-        (<= 3 keys) a GEMM/flash kernel per (row, head) costs more than the arithmetic, and keeping
-        the cache as per-position tensors means it is never concatenated.
-        q (n, mq, H, dh) holds the last mq of the L positions whose keys/values are ks, vs: lists of
-        L tensors (n, H, dh), all fp32. The 1/sqrt(dh) scale is folded into the query weights.
-        Returns (n, mq, H*dh) fp32."""
+        """q (n, mq, H, dh): the last mq of the L positions whose keys/values are ks, vs (lists of L
+        tensors (n, H, dh), fp32). Returns (n, mq, H*dh) fp32."""
         n, mq, H, dh = q.shape
         L = len(ks)
         outs = []
@@ -99,76 +120,90 @@ class EagerPredictor:
             outs.append(o.reshape(n, 1, H * dh))
         return outs[0] if mq == 1 else torch.cat(outs, dim=1)
 
-    def window(self, x, lo, pos0, cache, keep_cache):
-        """x (n, m, D): the window's frame embeddings from window position pos0 on (earlier positions are
-        in `cache`: per block, lists of per-position keys and values; or pos0 == 0). Action index of
-        window position p is lo + p. Returns (n, D): the last token after the final LayerNorm, and the
-        per-block (keys, values) if keep_cache."""
+    def attention_half(self, i, x, shift, scale, gate, state, pos0, keep_cache, last):
+        blk, p = self.packed.blocks[i], self.layers[i]
         n, m, D = x.shape
         H, dh, md = self.heads, self.dim_head, self.dtype
-        inner = H * dh
-        x = x.float() + self.pos[pos0:pos0 + m]
-        mods = self.mods[:, lo + pos0:lo + pos0 + m]                    # (n, m, depth, 6, D)
-        new_cache = [] if keep_cache else None
-        last_block = len(self.layers) - 1
-        for li, p in enumerate(self.layers):
-            sh_a, sc_a, g_a, sh_f, sc_f, g_f = mods[:, :, li].unbind(2)
-            h = torch.addcmul(sh_a, _ln(x, eps=p["eps1"]), sc_a)
-            h = _ln(h, *p["attn_ln"][:2], eps=p["attn_ln"][2]).to(md)
-            last_only = li == last_block and m > 1
-            if last_only:
-                # only the last row is read after this block: its query, and every row's key/value
-                kv = F.linear(h.reshape(n * m, D), p["w_kv"]).view(n, m, 2, H, dh)
-                k, v = kv[:, :, 0], kv[:, :, 1]
-                q = F.linear(h[:, -1], p["w_q"]).view(n, 1, H, dh)
-            else:
-                qkv = F.linear(h.reshape(n * m, D), p["w_qkv"]).view(n, m, 3, H, dh)
-                q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            # attention runs in fp32 (softmax statistics included): upcast once per block, cache fp32
-            q, k, v = q.float(), k.float(), v.float()
-            ks = ([] if cache is None else list(cache[li][0])) + list(k.unbind(1))
-            vs = ([] if cache is None else list(cache[li][1])) + list(v.unbind(1))
-            if keep_cache:
-                new_cache.append((ks, vs))
-            a = self._attend(q, ks, vs).to(md)
-            mq = q.shape[1]
-            if last_only:
-                x, g_a, sh_f, sc_f, g_f = x[:, -1:], g_a[:, -1:], sh_f[:, -1:], sc_f[:, -1:], g_f[:, -1:]
-            x = torch.addcmul(x, g_a, F.linear(a.reshape(n * mq, inner), p["w_out"], p["b_out"]).view(n, mq, D))
-            h = torch.addcmul(sh_f, _ln(x, eps=p["eps2"]), sc_f)
-            h = _ln(h, *p["ff_ln"][:2], eps=p["ff_ln"][2]).to(md).reshape(n * mq, D)
-            h = F.gelu(F.linear(h, p["w1"], p["b1"]))
-            x = torch.addcmul(x, g_f, F.linear(h, p["w2"], p["b2"]).view(n, mq, D))
-        out = _ln(x[:, -1], self.final_ln[0], self.final_ln[1], self.final_ln[2])
-        return out, new_cache
+        h = torch.addcmul(shift, _ln(x, eps=blk.eps_plain1), scale)
+        h = _ln(h, blk.attn_ln_w, blk.attn_ln_b, eps=blk.eps_attn).to(md)
+        last_only = last and m > 1
+        if last_only:   # only the last row is read after this block: its query, and every row's key/value
+            kv = F.linear(h.reshape(n * m, D), p["w_kv"]).view(n, m, 2, H, dh)
+            k, v = kv[:, :, 0], kv[:, :, 1]
+            q = F.linear(h[:, -1], p["w_q"]).view(n, 1, H, dh)
+        else:
+            qkv = F.linear(h.reshape(n * m, D), p["w_qkv"]).view(n, m, 3, H, dh)
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = q.float(), k.float(), v.float()        # attention (softmax included) in fp32; cache fp32
+        ks = ([] if state is None else list(state[0])) + list(k.unbind(1))
+        vs = ([] if state is None else list(state[1])) + list(v.unbind(1))
+        a = self._attend(q, ks, vs).to(md)
+        mq = q.shape[1]
+        if last_only:
+            x, gate = x[:, -1:], gate[:, -1:]
+        out = F.linear(a.reshape(n * mq, H * dh), blk.w_out, p["b_out"]).view(n, mq, D)
+        return torch.addcmul(x, gate, out), ((ks, vs) if keep_cache else None)
+
+    def mlp_half(self, i, x, shift, scale, gate):
+        blk, p = self.packed.blocks[i], self.layers[i]
+        n, mq, D = x.shape
+        h = torch.addcmul(shift, _ln(x, eps=blk.eps_plain2), scale)
+        h = _ln(h, blk.mlp_ln_w, blk.mlp_ln_b, eps=blk.eps_mlp).to(self.dtype).reshape(n * mq, D)
+        h = F.gelu(F.linear(h, blk.w1, p["b1"]))
+        return torch.addcmul(x, gate, F.linear(h, blk.w2, p["b2"]).view(n, mq, D))
+
+    def final_norm(self, x):
+        p = self.packed
+        return _ln(x, p.final_w, p.final_b, p.final_eps)
 
 
-class TritonPredictor:
-    """Full-window predictor passes through lewm_fast.kernels.predictor (fused Triton kernels)."""
-    supports_kv_cache = False
+class TritonPredictor(PredictorStep):
+    """The step through the fused kernels; the KV cache is one tensor (depth, n, num_frames, 2, inner)
+    updated in place, modulation rows are strided views of one (n, L, depth * 6D) tensor stored in the
+    matmul dtype."""
 
     def __init__(self, model, precision: str = "fp32"):
         try:
-            from lewm_fast.kernels import predictor as kp
+            from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate
         except ImportError as e:
-            raise ImportError(f"backend='triton' needs lewm_fast.kernels.predictor (Triton): {e}") from e
-        if not hasattr(kp, "predictor_forward_triton"):
-            raise ImportError("lewm_fast.kernels.predictor has no predictor_forward_triton; "
-                              "the triton backend cannot run with this kernels version")
-        self._forward = kp.predictor_forward_triton
-        self.predictor = model.predictor
-        self.precision = precision
-        self.act = None
+            raise ImportError(f"kernels='triton' needs lewm_fast.kernels (Triton): {e}") from e
+        super().__init__(model, precision)
+        self._k = (adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate)
+        self.kp = precision          # the planner's names are the kernels' (bf16: the weights' dtype decides)
 
-    def begin(self, act_emb):
-        self.act = act_emb
+    def modulation(self, act_emb):
+        p = self.packed
+        # stored in the matmul dtype (bf16: half the bytes every block half reads); kernels upcast on load
+        return self._k[0](act_emb.to(p.dtype).contiguous(), p.mod_w, p.mod_b, precision=self.kp,
+                          out_dtype=p.weight_dtype)
 
-    def window(self, x, lo, pos0, cache, keep_cache):
-        if pos0 != 0 or cache is not None:
-            raise RuntimeError("TritonPredictor recomputes whole windows; the engine must not pass a cache")
-        act = self.act[:, lo:lo + x.shape[1]]
-        out = self._forward(self.predictor, x, act, precision=self.precision)
-        return out[:, -1].float(), None
+    def block_mods(self, mods, i):
+        D = self.packed.dim
+        return tuple(mods[..., (6 * i + j) * D:(6 * i + j + 1) * D] for j in range(6))
+
+    def cache_in(self, cache, keep_cache, n, device):
+        if cache is None and keep_cache:
+            p = self.packed
+            cache = list(torch.empty(self.depth, n, self.num_frames, 2, self.inner, dtype=p.dtype,
+                                     device=device).unbind(0))
+        return [None] * self.depth if cache is None else cache
+
+    def attention_half(self, i, x, shift, scale, gate, state, pos0, keep_cache, last):
+        blk, norm_modulate, attention = self.packed.blocks[i], self._k[3], self._k[1]
+        x = x.contiguous()
+        xn = norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b, blk.eps_plain1, blk.eps_attn)
+        out = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
+                        last_only=last, kv_cache=state, cached=pos0, store_kv=keep_cache)
+        return out, state
+
+    def mlp_half(self, i, x, shift, scale, gate):
+        blk = self.packed.blocks[i]
+        return self._k[2](x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2, blk.b2,
+                          precision=self.kp, eps_plain=blk.eps_plain2, eps_affine=blk.eps_mlp)
+
+    def final_norm(self, x):
+        p = self.packed
+        return self._k[3](x, None, None, p.final_w, p.final_b, eps_affine=p.final_eps).float()
 
 
 def make_predictor_backend(name: str, model, precision: str):

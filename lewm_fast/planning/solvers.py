@@ -4,16 +4,19 @@ A solver is a small object with `init(mean0) -> state` and `step(state, cost_fn,
 (one iteration) and `result(state) -> (plan (B, T, A), cost (B,))`. Everything is device tensor ops
 with fixed shapes and no host syncs, so the iterations can be captured in one CUDA graph.
 
-Random draws match the reference's solvers call for call (same `torch.randn` shapes, order, dtype,
-device), so with one environment and the same generator the candidates are identical. With B > 1
-environments one draw of shape (B, ...) per iteration serves all of them (the reference instead
-solves environments one after another).
+`generator` is a list of B per-environment generators (noise.py: row b is drawn from stream b
+alone, so an environment's plan does not depend on B or on its row) or one torch.Generator for the
+whole (B, ...) draw. Per environment the draws match the reference's solvers call for call (same
+`torch.randn` sizes, order, dtype, device), so with one environment and the same seed the
+candidates are identical.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from .noise import randn
 
 
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -45,7 +48,7 @@ class CEM:
     def sample(self, state, generator):
         mean, std = state["mean"], state["std"]
         B, T, A = mean.shape
-        noise = torch.randn(B, self.num_samples, T, A, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = randn(generator, (B, self.num_samples, T, A), mean.device, mean.dtype)
         cand = noise * std.unsqueeze(1) + mean.unsqueeze(1)
         cand[:, 0] = mean          # the current mean is always evaluated
         return cand
@@ -83,7 +86,7 @@ class ICEM(CEM):
         return state
 
     def _noise(self, B, T, A, generator, device, dtype):
-        white = torch.randn((B, self.num_samples, A, T), generator=generator, device=device, dtype=dtype)
+        white = randn(generator, (B, self.num_samples, A, T), device, dtype)
         if T <= 1:
             return white.transpose(-1, -2)
         freqs = torch.fft.rfftfreq(T, device=device).to(dtype)
@@ -137,6 +140,18 @@ class MPPI(CEM):
 
 
 SOLVERS = {"cem": CEM, "icem": ICEM, "mppi": MPPI}
+
+
+def run_solve(engine, solver, ctx_emb, goal_emb, action_history, mean0, generator):
+    """All iterations of one batched solve; returns (plan (B, T, A), cost (B,)). No host syncs: the
+    same function runs eagerly and inside a captured CUDA graph (graph.py)."""
+    def cost_fn(cand):
+        return engine.costs(ctx_emb, goal_emb, cand, action_history)
+
+    state = solver.init(mean0)
+    for _ in range(solver.iterations):
+        state = solver.step(state, cost_fn, generator)
+    return solver.result(state)
 
 
 def make_solver(name: str, **kwargs):

@@ -51,3 +51,14 @@ def test_rejects_bad_inputs(device):
         adaln_modulation(c, w, b, precision="fp16")
     with pytest.raises(ValueError, match="contiguous"):
         adaln_modulation(c, w.t().contiguous().t(), b)
+
+
+def test_out_dtype_rounds_the_fp32_result_once(device):
+    """out_dtype=bf16 (the planner's bf16 modulation): the fp32 kernel result rounded to bf16."""
+    c, w, b = rand(6, 32, device=device, seed=3), rand(96, 32, device=device, seed=4, scale=0.2), rand(96, device=device)
+    got = adaln_modulation(c, w, b, out_dtype=torch.bfloat16)
+    assert got.dtype == torch.bfloat16
+    # within one bf16 ulp: the 3.7.1 interpreter's fp32 -> bf16 store truncates where GPUs round to nearest
+    torch.testing.assert_close(got.float(), adaln_modulation(c, w, b).bfloat16().float(), atol=1e-6, rtol=2 ** -7)
+    with pytest.raises(TypeError, match="out_dtype"):
+        adaln_modulation(c, w, b, out_dtype=torch.float64)

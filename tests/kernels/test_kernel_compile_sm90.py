@@ -1,12 +1,14 @@
-"""The kernels compile for Hopper (sm_90) with the launchers' default configurations and fit its
-shared memory; runs on the CPU (Triton lowers to a cubin without a GPU). A subprocess, because here
+"""The kernels compile for Hopper (sm_90) with the launchers' default configurations, fit its
+shared memory and stay under compile_check.MAX_SPILL bytes of register spill per thread; runs on the CPU (Triton lowers to a cubin without a GPU). A subprocess, because here
 the test process defines the kernels for the interpreter."""
 import inspect
+import re
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from lewm_fast.kernels import adaln_modulation, attention, mlp
 
@@ -17,7 +19,7 @@ def _defaults(fn):
 
 def test_checked_configs_are_the_launcher_defaults():
     """compile_check lists configurations by hand: they must be the ones the launchers really use."""
-    from lewm_fast.kernels.compile_check import specs
+    from lewm_fast.kernels.compile_check import MODES, specs
 
     checked = {name.split()[0]: (consts, warps, stages) for name, _, consts, warps, stages, _ in specs(quick=True)}
     a = _defaults(adaln_modulation.adaln_modulation)
@@ -26,8 +28,12 @@ def test_checked_configs_are_the_launcher_defaults():
         (a["block_m"], a["block_n"], a["block_k"], a["num_warps"], a["num_stages"])
     a = _defaults(attention.attention)
     consts, warps, stages = checked["attention"]
-    assert (consts["BLOCK_N"], consts["BLOCK_K"], warps, stages) == \
-        (a["block_n"], a["block_k"], a["num_warps"], a["num_stages"])
+    assert (consts["BLOCK_N"], consts["BLOCK_K"], warps) == (a["block_n"], a["block_k"], a["num_warps"])
+    assert a["num_stages"] is None            # chosen per mode by default_stages, which compile_check uses
+    for name, _, consts, _, stages, mode in specs(quick=False):
+        if name.startswith("attention"):
+            wdt = torch.float32 if MODES[mode][1] == "fp32" else torch.bfloat16
+            assert stages == attention.default_stages(wdt, MODES[mode][2]), (name, mode)
     a = _defaults(mlp.mlp)
     consts, warps, stages = checked["mlp"]
     assert (consts["BLOCK_M"], consts["BLOCK_H"], warps, stages) == \
@@ -42,4 +48,6 @@ def test_kernels_compile_for_sm90():
                           capture_output=True, text=True, env=env, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("ok", "FAIL"))]
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert len(lines) == 8 and all(ln.startswith("ok") for ln in lines), proc.stdout
+    assert len(lines) == 10 and all(ln.startswith("ok") for ln in lines), proc.stdout
+    # the spill bound was really checked: cuobjdump reported every kernel's stack bytes
+    assert all(re.search(r"spill=\d+B \(max \d+\)", ln) for ln in lines), proc.stdout

@@ -62,6 +62,26 @@ def test_rejects_bad_inputs(device):
     with pytest.raises(ValueError, match="w2"):
         mlp(x, shift, scale, gate, lnw, lnb, w1, b1, w2[:, :32], b2)
     with pytest.raises(TypeError, match="dtype"):
-        mlp(x, shift, scale, gate.half(), lnw, lnb, w1, b1, w2, b2)
+        mlp(x, shift, scale, gate.double(), lnw, lnb, w1, b1, w2, b2)
     with pytest.raises(ValueError, match="precision"):
-        mlp(x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2, precision="bf16")
+        mlp(x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2, precision="fp8")
+
+
+def test_modulation_in_another_dtype(device):
+    """The planner stores the modulation in its matmul dtype (bf16): the kernel upcasts it on load,
+    so the result is the fp32 maths on the bf16-rounded modulation."""
+    x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2 = _inputs((3, 2), 32, 64, torch.float32, device)
+    sh, sc, gt = (t.bfloat16() for t in (shift, scale, gate))
+    got = mlp(x, sh, sc, gt, lnw, lnb, w1, b1, w2, b2)
+    want = mlp_ref(x, sh.float(), sc.float(), gt.float(), lnw, lnb, w1, b1, w2, b2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_precision_names_are_the_planners(device):
+    """One vocabulary: "fp32" is the exact mode (= "ieee"); "bf16" with fp32 weights is exact too (the
+    weights' dtype decides the dots)."""
+    args = _inputs((2, 3), 32, 64, torch.float32, device)
+    want = mlp(*args, precision="ieee")
+    for name in ("fp32", "bf16"):
+        torch.testing.assert_close(mlp(*args, precision=name), want, atol=0, rtol=0)

@@ -62,10 +62,18 @@ def test_constant_rows_do_not_blow_up(device):
 def test_rejects_bad_inputs(device):
     x, shift, scale, w, b = _inputs(2, 2, 32, torch.float32, device)
     with pytest.raises(TypeError, match="dtype"):
-        norm_modulate(x, shift.half(), scale, w, b)
+        norm_modulate(x, shift.double(), scale, w, b)
     with pytest.raises(ValueError, match="shape"):
         norm_modulate(x, shift, scale, w[:16], b)
     with pytest.raises(ValueError, match="both shift and scale"):
         norm_modulate(x, shift, None, w, b)
     with pytest.raises(TypeError, match="supported"):
         norm_modulate(x.double(), None, None, w.double(), b.double())
+
+
+def test_modulation_in_another_dtype(device):
+    """bf16 shift/scale with fp32 x (the planner's bf16 mode): upcast on load, fp32 maths."""
+    x, shift, scale, w, b = _inputs(3, 2, 32, torch.float32, device)
+    sh, sc = shift.bfloat16(), scale.bfloat16()
+    got = norm_modulate(x, sh, sc, w, b)
+    torch.testing.assert_close(got, norm_modulate_ref(x, sh.float(), sc.float(), w, b), atol=2e-5, rtol=1e-5)
