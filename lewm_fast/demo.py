@@ -2,7 +2,7 @@
 
     python -m lewm_fast.demo                 # shipped TwoRoom checkpoint if present, else the CPU recipe
     python -m lewm_fast.demo --recipe        # always run the CPU recipe: collect -> train -> evaluate
-    python -m lewm_fast.demo --env pusht     # the shipped PushT model (--recipe: its ~75 min CPU recipe)
+    python -m lewm_fast.demo --env pusht     # the shipped PushT model (--recipe: its ~90 min CPU recipe)
 
 The CPU recipe (about 6 minutes on 2 cores: results/tworoom-recipe-demo.json) collects TwoRoom expert
 episodes at 64 px, trains the `small` preset (1.9 M parameters) on them, and evaluates it; the shipped
@@ -22,7 +22,7 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
     "tworoom": {"episodes": 800, "resolution": 64, "preset": "small", "batch_size": 32, "lr": 1e-3,
                 "max_steps": 800, "warmup_frac": 0.01},
     # PushT (results/pusht-recipe/): noisy-expert data so the model sees off-expert pushes, 96 px frames in
-    # 12-px patches; one torch thread in bf16 (AMX), measured fastest on the 2-core CPU: about 65 min of training
+    # 12-px patches; one torch thread in bf16 (AVX512-BF16), measured fastest on the 2-core CPU: 77 min of training (4617 s)
     "pusht": {"episodes": 2500, "resolution": 96, "preset": "pusht-cpu", "batch_size": 32, "lr": 1e-3,
               "max_steps": 5000, "warmup_frac": 0.02, "policy_noise": 0.1, "snapshot_every": 1000,
               "precision": "bf16", "threads": 1, "workers": 1},
