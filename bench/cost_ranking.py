@@ -56,13 +56,15 @@ def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, nu
         expert = torch.as_tensor(pairs["replay_actions"][i][:goal_offset], dtype=torch.float32)
         noise = torch.randn(num_candidates - 1, T * cfg.frameskip, cfg.env_action_dim, generator=gen)
         raw = torch.cat([expert[None], planner.unnormalise_actions(noise).clamp(-1, 1)])   # (K, 25, E)
-        finals, frames = [], []
-        for actions in raw.numpy():
+        def start_env():
             env.reset(seed=seed + i)
             env.set_state(pairs["start_states"][i])
             env.set_goal_state(pairs["goal_states"][i])
-            if not frames and not finals:
-                start_frame = env.render()
+        start_env()
+        start_frame = env.render()
+        finals, frames = [], []
+        for actions in raw.numpy():
+            start_env()
             for a in actions:
                 env.step(a)
             finals.append(env.get_state().copy())

@@ -76,8 +76,7 @@ def main(argv=None) -> dict:
         from lewm_fast.checkpoint import save_checkpoint
         info = {**ckpt.info, "env": {"name": args.env, "action_dim": ckpt.config.env_action_dim,
                                      "image_size": [ckpt.config.image_size] * 2}}
-        save_checkpoint(dst, ckpt.model, {c: {k: v.cpu().numpy() for k, v in s.items()} for c, s in ckpt.stats.items()},
-                        info)
+        save_checkpoint(dst, ckpt.model, ckpt.stats, info)
         card["info"] = info
     else:
         atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))

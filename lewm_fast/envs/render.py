@@ -21,6 +21,13 @@ PUSHT_GOAL_POSE = (256.0, 256.0, np.pi / 4)  # the light-green target T drawn in
 PUSHT_COLOURS = {"goal": (144, 238, 144), "agent": (65, 105, 225), "block": (119, 136, 153)}
 
 
+def _rgb(what: str, v) -> tuple[int, int, int]:
+    c = tuple(int(x) for x in v)
+    if len(c) != 3 or min(c) < 0 or max(c) > 255:
+        raise ValueError(f"{what} must be 3 integers in [0, 255], got {c}")
+    return c
+
+
 def _fill(rgb) -> tuple[int, int, int]:
     return tuple(min(255, int(np.floor(c * 1.2 + 0.5))) for c in rgb)
 
@@ -33,10 +40,8 @@ def pusht_palette(colours: dict | None) -> np.ndarray | None:
     unknown = sorted(set(colours) - set(PUSHT_COLOURS))
     if unknown:
         raise ValueError(f"unknown PushT objects {unknown}; colours can be set for {sorted(PUSHT_COLOURS)}")
-    c = {**PUSHT_COLOURS, **{k: tuple(int(x) for x in v) for k, v in colours.items()}}
-    for k, v in c.items():   # the goal T is drawn filled in its colour itself, block and agent with rims
-        if len(v) != 3 or min(v) < 0 or max(v) > 255:
-            raise ValueError(f"colour of {k} must be 3 integers in [0, 255], got {v}")
+    c = {**PUSHT_COLOURS, **{k: _rgb(f"colour of {k}", v) for k, v in colours.items()}}
+    # the goal T is drawn filled in its own colour; block and agent are a fill inside a rim
     return np.array([(255, 255, 255), c["goal"], c["agent"], _fill(c["agent"]), _fill(c["block"]), c["block"],
                      (211, 211, 211)], dtype=np.int32)
 TWOROOM_AGENT_RADIUS = 7.0
@@ -82,8 +87,5 @@ def render_tworoom(states, radius: float = TWOROOM_AGENT_RADIUS, threads: int = 
     """TwoRoom frames for agent positions (N, >=2): (N, 224, 224, 3) uint8 (one frame for shape (2,)).
     colour: the agent dot's RGB (the reference's red by default)."""
     arr, single = _as_states(states, 2, "TwoRoom")
-    colour = tuple(int(c) for c in colour)
-    if len(colour) != 3 or min(colour) < 0 or max(colour) > 255:
-        raise ValueError(f"colour must be 3 integers in [0, 255], got {colour}")
-    out = _native.render_tworoom(arr, float(radius), int(threads), colour)
+    out = _native.render_tworoom(arr, float(radius), int(threads), _rgb("colour", colour))
     return out[0] if single else out
