@@ -27,11 +27,12 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _env(name: str):
-    if name not in _worker_envs:
-        from lewm_fast.envs import make
-        _worker_envs[name] = make(name)
-    return _worker_envs[name]
+def _env(name: str, resolution: int | None = None, env_frames: bool = True):
+    key = (name, resolution, env_frames)
+    if key not in _worker_envs:
+        from lewm_fast.envs import make, resolution_kwargs
+        _worker_envs[key] = make(name, **(resolution_kwargs(name, resolution) if env_frames else {}))
+    return _worker_envs[key]
 
 
 def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
@@ -52,11 +53,11 @@ def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_success: bool = True,
-                resolution: int | None = None, policy_noise: float | None = None) -> dict:
+                resolution: int | None = None, policy_noise: float | None = None, env_frames: bool = True) -> dict:
     """Roll out one episode; returns the HDF5 columns (pixels, action, state, proprio, goal_state)."""
     from lewm_fast.policies import make_policy
 
-    env = _env(env_name)
+    env = _env(env_name, resolution, env_frames)
     s = episode_seed(seed, index)
     obs, info = env.reset(seed=s)
     policy = make_policy(env_name, env, seed=s, noise=policy_noise)
@@ -89,6 +90,13 @@ def run_episode(env_name: str, seed: int, index: int, max_steps: int, stop_on_su
     return ep
 
 
+def _init_worker() -> None:
+    # one torch thread per worker (torch only resizes frames here): with N workers on N cores, torch's
+    # default of N threads each oversubscribes the cores the renderers need
+    import torch
+    torch.set_num_threads(1)
+
+
 def _run_episode_star(args):
     return run_episode(*args)
 
@@ -96,8 +104,10 @@ def _run_episode_star(args):
 def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, max_steps: int | None = None,
             append: bool = False, stop_on_success: bool = True, progress: bool = True,
             compression: str | None = "lzf", resolution: int | None = None,
-            policy_noise: float | None = None) -> int:
-    """Write `episodes` new episodes to `out`; returns the file's episode count."""
+            policy_noise: float | None = None, env_frames: bool = True) -> int:
+    """Write `episodes` new episodes to `out`; returns the file's episode count. With `resolution`, frames of
+    envs in envs.RENDERS_AT_RESOLUTION come from the env at that size (env_frames=False: a 224 px render
+    resized, as for the other envs)."""
     import lewm_fast
     from lewm_fast.data import HDF5Writer, check_output_path
 
@@ -112,18 +122,22 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
     max_steps = DEFAULT_MAX_STEPS.get(env, 200) if max_steps is None else max_steps
     if max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+    from lewm_fast.envs import resolution_kwargs
     from lewm_fast.policies import make_policy
-    probe_env = _env(env)  # fail fast (unknown env or policy) before any file is touched
-    policy_name = type(make_policy(env, probe_env, seed=0, noise=policy_noise)).__name__
     if resolution is not None and resolution < 8:
         raise ValueError(f"--resolution must be >= 8, got {resolution}")
+    env_frames = bool(env_frames and resolution_kwargs(env, resolution))
+    probe_env = _env(env, resolution, env_frames)  # fail fast (unknown env or policy) before any file is touched
+    policy_name = type(make_policy(env, probe_env, seed=0, noise=policy_noise)).__name__
     metadata = {"env": env, "policy": policy_name, "seed": seed, "max_steps": max_steps,
                 "resolution": resolution or 0, "policy_noise": -1.0 if policy_noise is None else policy_noise,
-                "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__}
+                "stop_on_success": stop_on_success, "lewm_fast_version": lewm_fast.__version__,
+                # how reduced-resolution frames were made: by the env itself, or a 224 px render resized
+                "frames": "env" if env_frames else "resized"}
     compression = None if compression in (None, "none") else compression
     with HDF5Writer(out, mode="a" if append else "w", metadata=metadata, compression=compression) as writer:
         start = writer.num_episodes
-        jobs = [(env, seed, i, max_steps, stop_on_success, resolution, policy_noise)
+        jobs = [(env, seed, i, max_steps, stop_on_success, resolution, policy_noise, env_frames)
                 for i in range(start, start + episodes)]
         bar = tqdm(total=episodes, desc=f"collect {env}", unit="ep", disable=not progress)
         if workers == 1:
@@ -131,7 +145,7 @@ def collect(env: str, episodes: int, out: str, seed: int = 0, workers: int = 1, 
             pool = None
         else:
             # spawn: workers build their own env (MuJoCo GL contexts and torch threads do not survive fork)
-            pool = mp.get_context("spawn").Pool(workers)
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
             results = pool.imap(_run_episode_star, jobs, chunksize=1)  # in episode order
         try:
             for ep in results:
@@ -162,13 +176,16 @@ def main(argv=None) -> int:
                     help="keep going after the env reports success")
     ap.add_argument("--resolution", type=int, default=None,
                     help="store frames resized to this many pixels (default: the env's 224); for small models")
+    ap.add_argument("--frames", choices=["env", "resized"], default="env",
+                    help="with --resolution: reacher and cube render small frames themselves (env, default: at twice "
+                         "the size, then resized; cube also with coarser arm meshes), or render 224 px and resize")
     ap.add_argument("--policy-noise", type=float, default=None,
                     help="Gaussian action-noise std added by the scripted policy at every step (PushT expert; "
                          "default: the policy's own, 0 for PushT). Noisy data shows the model off-expert actions")
     args = ap.parse_args(argv)
     n = collect(args.env, args.episodes, args.out, seed=args.seed, workers=args.workers, max_steps=args.max_steps,
                 append=args.append, stop_on_success=args.stop_on_success, compression=args.compression,
-                resolution=args.resolution, policy_noise=args.policy_noise)
+                resolution=args.resolution, policy_noise=args.policy_noise, env_frames=args.frames == "env")
     print(f"{args.out}: {n} episodes")
     return 0
 

@@ -26,6 +26,15 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
     "pusht": {"episodes": 2500, "resolution": 96, "preset": "pusht-cpu", "batch_size": 32, "lr": 1e-3,
               "max_steps": 5000, "warmup_frac": 0.02, "policy_noise": 0.1, "snapshot_every": 1000,
               "precision": "bf16", "threads": 1, "workers": 1},
+    # Reacher and Cube (results/reacher-recipe, results/cube-recipe): 64 px frames the envs render themselves
+    # (at 128 px, resized; Cube with render-only coarse arm meshes), the mujoco-cpu preset, fp32 on one thread
+    # (the CPU these ran on has no native bf16), about an hour of training each, two runs sharing the 2 cores
+    "reacher": {"episodes": 502, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
+                "max_steps": 1800, "warmup_frac": 0.02, "snapshot_every": 450, "precision": "fp32", "threads": 1,
+                "workers": 1},
+    "cube": {"episodes": 151, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
+             "max_steps": 1000, "warmup_frac": 0.02, "snapshot_every": 250, "precision": "fp32",
+             "threads": 1, "workers": 1, "stop_on_success": False},
 }
 
 
@@ -39,13 +48,18 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
     if not data.exists():
         print(f"[demo] collecting {r['episodes']} {env} expert episodes at {r['resolution']} px -> {data}", flush=True)
         collect(env, r["episodes"], str(data), seed=seed, workers=os.cpu_count() or 1, resolution=r["resolution"],
-                policy_noise=r.get("policy_noise"))
+                policy_noise=r.get("policy_noise"), stop_on_success=r.get("stop_on_success", True))
     run = workdir / f"{env}-{r['preset']}"
     steps = max_steps or r["max_steps"]
     args = ["--data", str(data), "--out", str(run), "--preset", r["preset"], "--batch-size", str(r["batch_size"]),
             "--lr", str(r["lr"]), "--warmup-frac", str(r["warmup_frac"]), "--epochs", "100",
             "--max-steps", str(steps), "--ckpt-every", "100", "--seed", str(seed),
             "--snapshot-every", str(r.get("snapshot_every", 0))]
+    r = dict(r)
+    from lewm_fast.planning.precision import cpu_has_native_bf16
+    if r.get("precision") == "bf16" and cpu_has_native_bf16() is False:
+        print("[demo] this CPU emulates bf16 (no AVX512-BF16 / AMX): training in fp32 instead", flush=True)
+        r["precision"] = "fp32"
     for key in ("precision", "threads", "workers"):
         if key in r:
             args += [f"--{key}", str(r[key])]

@@ -204,6 +204,10 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
             raise NotImplementedError("evaluation with history length > 1 is not implemented (the paper plans with 1)")
     elif policy not in ("random", "replay"):
         raise ValueError(f"unknown policy {policy!r}; choose cem, icem, mppi, random or replay")
+    if planner is not None:
+        # frames at the model's size made the way its data's were (MuJoCo envs render them themselves)
+        from lewm_fast.envs import resolution_kwargs
+        env_kwargs = {**resolution_kwargs(env, planner.cfg.image_size), **(env_kwargs or {})}
     ds = None
     if dataset is not None:
         from lewm_fast.data import EpisodeDataset

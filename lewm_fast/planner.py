@@ -18,7 +18,7 @@ import torch
 from .planning.engine import RolloutEngine
 from .planning.graph import GraphSolveRunner
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
-from .planning.precision import check_precision, precision_flags
+from .planning.precision import check_precision, precision_flags, warn_if_slow_bf16
 from .planning.noise import EnvStreams
 from .planning.solvers import make_solver, run_solve
 from .planning.switches import BACKENDS, backend_name, kernels_status, resolve  # noqa: F401 - re-exported
@@ -63,6 +63,7 @@ class Planner:
         self.cfg = cfg = model.cfg
         self.model = model.to(self.device).eval()
         self.precision = check_precision(precision)
+        warn_if_slow_bf16(self.precision, self.device)
         self.kernels, self.cuda_graph = resolve(backend, kernels, cuda_graph, self.device)
         self.backend = backend_name(self.kernels, self.cuda_graph)
         if horizon < 1:

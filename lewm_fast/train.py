@@ -40,6 +40,10 @@ PRESETS = {
     # at ~6 px and the T over many patches; small's 16 tokens of 64 px could not place the agent (probe R^2 0.55)
     "pusht-cpu": dict(image_size=96, patch_size=12, embed_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=512,
                       proj_hidden_dim=512, pred_depth=4, pred_heads=4, pred_dim_head=32, pred_mlp_dim=512),
+    # Reacher and Cube on a CPU (results/reacher-recipe, results/cube-recipe): 64 px frames in 8-px patches (8x8
+    # tokens, as pusht-cpu) so the 1-2 px wide Reacher links and the ~3 px cube span several tokens
+    "mujoco-cpu": dict(image_size=64, patch_size=8, embed_dim=128, enc_depth=4, enc_heads=4, enc_mlp_dim=512,
+                       proj_hidden_dim=512, pred_depth=4, pred_heads=4, pred_dim_head=32, pred_mlp_dim=512),
     "tiny": dict(image_size=32, patch_size=8, embed_dim=32, enc_depth=2, enc_heads=2, enc_mlp_dim=64,
                  proj_hidden_dim=64, pred_depth=2, pred_heads=4, pred_dim_head=8, pred_mlp_dim=64),
 }
@@ -229,6 +233,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    from lewm_fast.planning.precision import warn_if_slow_bf16
+    warn_if_slow_bf16(precision, device)
     is_main = rank == 0
     out = Path(args.out)
     if out.exists() and not out.is_dir():

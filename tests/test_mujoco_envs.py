@@ -325,3 +325,80 @@ def test_cube_noisy_oracle_episode_succeeds(cube):
         assert info["success"] == (np.linalg.norm(cube_pos - target) <= 0.04)
         successes.append(info["success"])
     assert policy.noise_level > 0 and any(successes)
+
+
+# -- small frames made by the env ---------------------------------------------------------------
+def test_render_size_for():
+    from lewm_fast.envs.mujoco_render import render_size_for
+    assert [render_size_for(r) for r in (32, 64, 96, 112, 128, 224, 256)] == [64, 128, 192, 224, 224, 224, 256]
+
+
+def test_cluster_mesh_on_a_fine_grid_of_a_square():
+    from lewm_fast.envs.mujoco_render import _cluster_mesh
+    # a unit square split into 2 x 10 x 10 triangles; a grid of cells just over 0.5 leaves 2 x 2 vertices
+    # (the cell means) and the square's 2 triangles
+    n = 10
+    xs = np.linspace(0, 1, n + 1)
+    verts = np.array([(x, y, 0.0) for y in xs for x in xs])
+    idx = lambda i, j: j * (n + 1) + i  # noqa: E731
+    faces = np.array([f for j in range(n) for i in range(n)
+                      for f in ((idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1)))])
+    v2, f2, normals = _cluster_mesh(verts, faces, 0.5 + 1e-9)
+    assert len(v2) == 4 and len(f2) == 2
+    assert len({tuple(sorted(f)) for f in f2.tolist()}) == len(f2), "duplicate triangles left"
+    np.testing.assert_allclose(normals, np.tile([0, 0, 1.0], (4, 1)), atol=1e-12)  # flat and facing up
+    np.testing.assert_allclose(np.sort(v2[:, 0]), [0.25, 0.25, 0.8, 0.8])   # means of the merged vertices
+
+
+@needs_gl
+def test_reacher_small_frames_render_at_twice_the_size_and_follow_the_reference(reacher):
+    from lewm_fast.collect import fit_frames
+    small = ReacherEnv(resolution=64)
+    reacher.reset(seed=3)
+    small.set_state(reacher.get_state())
+    frame = small.render()
+    assert frame.shape == (64, 64, 3) and small._renderer.size == 128
+    reference = fit_frames(_suite_quality_frame(reacher.get_state())[None], 64)[0]
+    assert np.abs(frame.astype(int) - reference).mean() < 1.0   # measured 0.5 (bench.render_mujoco)
+    small.close()
+
+
+def _suite_quality_frame(state) -> np.ndarray:
+    env = ReacherEnv(shadow_size=2048, antialias=True)
+    env.set_state(state)
+    frame = env.render()
+    env.close()
+    return frame
+
+
+@needs_gl
+def test_cube_coarse_render_meshes_leave_physics_and_picture(cube):
+    from lewm_fast.collect import fit_frames
+    from lewm_fast.envs.cube import CubeEnv
+    small = CubeEnv(resolution=64)
+    assert small.mesh_cell > 0 and CubeEnv(resolution=224, render_mode=None).mesh_cell == 0
+    cube.reset(seed=5)
+    state = cube.get_state()
+    small.set_state(state)
+    frame = small.render()
+    assert frame.shape == (64, 64, 3)
+    drawn, full = small._render_model.mesh_facenum.sum(), small.sim.model.mesh_facenum.sum()
+    assert drawn < full / 5, (drawn, full)                        # the renderer draws far fewer triangles
+    assert small.sim.model.mesh_facenum.sum() == cube.sim.model.mesh_facenum.sum()  # physics model untouched
+    # the same picture within about a grey level of the full-mesh one at this size
+    exact = CubeEnv(resolution=64, mesh_cell=0.0)
+    exact.set_state(state)
+    assert np.abs(frame.astype(int) - exact.render()).mean() < 1.0
+    # and close to OGBench's full-quality 224 px frame resized to 64
+    ref = CubeEnv(shadow_size=4096, antialias=True, mesh_cell=0.0)
+    ref.set_state(state)
+    assert np.abs(frame.astype(int) - fit_frames(ref.render()[None], 64)[0]).mean() < 2.5   # measured ~1.1
+    # physics is the same with or without the coarse renderer: one step from the same state agrees exactly
+    a = np.array([0.3, -0.2, 0.1, 0.0, 0.5])
+    small.step(a)
+    exact.step(a)
+    np.testing.assert_array_equal(small.get_state(), exact.get_state())
+    for e in (small, exact, ref):
+        e.close()
+    with pytest.raises(ValueError, match="mesh_cell"):
+        CubeEnv(mesh_cell=-1)

@@ -34,6 +34,20 @@ for _name, _id in ENV_IDS.items():
         gym.register(id=_id, entry_point=_ENTRY_POINTS[_name])
 
 
+# Envs that make small frames themselves (MuJoCo: render at twice the size and resize, see
+# mujoco_render.render_size_for, 3-5x cheaper than a 224 px render resized afterwards). Collection with
+# --resolution and evaluation of a model that takes small frames both ask these envs for them, so stored and
+# live frames are made the same way; the other envs render 224 px and are resized by collect.fit_frames.
+RENDERS_AT_RESOLUTION = ("reacher", "cube")
+
+
+def resolution_kwargs(name: str, resolution: int | None) -> dict:
+    """make() kwargs that give frames of `resolution` px straight from the env, where it can (else {})."""
+    if resolution is None or name.lower() not in RENDERS_AT_RESOLUTION:
+        return {}
+    return {"resolution": int(resolution)}
+
+
 def make(name: str, **kwargs) -> gym.Env:
     """Create an env by short name (pusht, tworoom, reacher, cube) or full gymnasium id."""
     env_id = ENV_IDS.get(name.lower(), name)

@@ -30,7 +30,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lewm_fast.envs.mujoco_render import (OffscreenRenderer, apply_reset_options, check_render_mode,  # noqa: E402
-                                          flat_action, set_render_quality)
+                                          coarse_render_model, flat_action, set_render_quality)
 
 try:
     from ogbench.manipspace.envs.cube_env import CubeEnv as _OGBenchCubeEnv  # noqa: E402
@@ -38,6 +38,9 @@ except ImportError as err:  # pragma: no cover - depends on the install
     raise ImportError("the Cube env needs OGBench: `pip install -c .ci/constraints.txt ogbench` "
                       f"(see /work/notes/mujoco-install.md); import failed with: {err}") from err
 
+# Render-only mesh clustering grid at <= 128 px: 185 k arm triangles -> 12 k, 5x faster frames on llvmpipe;
+# at 64 px the frame moves by about 0.3 grey levels (bench/reports/render-mujoco-cpu.json)
+COARSE_MESH_CELL = 0.008
 SUCCESS_DISTANCE = 0.04  # m, cube centre to target centre (OGBench `_compute_successes`)
 CAMERA = "front_pixels"
 _PURPLE = np.array([0.61, 0.28, 0.82])  # OGBench's 'purple', the reference's default arm colour
@@ -50,18 +53,29 @@ class CubeEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 224,
-                 shadow_size: int = 512, antialias: bool = False):
+    def __init__(self, render_mode: str | None = "rgb_array", resolution: int = 224,
+                 shadow_size: int = 512, antialias: bool = False, mesh_cell: float | None = None):
+        """`resolution` below 224 renders at twice that and resizes (mujoco_render.render_size_for).
+        `mesh_cell` (metres) draws the arm with meshes clustered on that grid, in a render-only copy of
+        the model (physics is untouched); default: COARSE_MESH_CELL when resolution <= 128, else 0
+        (OGBench's meshes)."""
         check_render_mode(render_mode)
         self.render_mode = render_mode
-        self.image_size = int(image_size)
+        self.resolution = int(resolution)
         self._shadow_size = int(shadow_size)
         self._antialias = bool(antialias)
+        if mesh_cell is None:
+            mesh_cell = COARSE_MESH_CELL if self.resolution <= 128 else 0.0
+        if mesh_cell < 0:
+            raise ValueError(f"mesh_cell must be >= 0 metres, got {mesh_cell}")
+        self.mesh_cell = float(mesh_cell)
+        self._renderer = OffscreenRenderer(self.resolution, CAMERA)
+        # OGBench sizes the offscreen framebuffer from width/height: the render size, not the output
         self.sim = _OGBenchCubeEnv(env_type="single", ob_type="states", mode="data_collection",
                                    visualize_info=False, terminate_at_goal=False,
-                                   width=self.image_size, height=self.image_size)
+                                   width=self._renderer.size, height=self._renderer.size)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
-        self._renderer = OffscreenRenderer(self.image_size, CAMERA)
+        self._render_model: mujoco.MjModel | None = None   # made on the first frame
         self.episode_index = -1  # counts resets; lets policies notice a new episode
         self.sim.reset(seed=0)  # OGBench compiles the MJCF on its first reset
         self._after_compile()
@@ -177,7 +191,9 @@ class CubeEnv(gym.Env):
 
     # -- rendering --------------------------------------------------------------------------
     def render(self) -> np.ndarray:
-        return self._renderer.render(self.sim.model, self.sim.data)
+        if self._render_model is None:
+            self._render_model = coarse_render_model(self.sim.model, self.mesh_cell)
+        return self._renderer.render(self._render_model, self.sim.data)
 
     def close(self) -> None:
         self._renderer.close()

@@ -23,24 +23,101 @@ def set_render_quality(model: mujoco.MjModel, shadow_size: int, antialias: bool)
     model.vis.quality.offsamples = 4 if antialias else 0
 
 
+def render_size_for(resolution: int) -> int:
+    """The size frames are rendered at before they are resized to `resolution`: twice the output (capped
+    at the env's 224), so a small frame is antialiased the way a 224 render resized to it is (measured in
+    bench/reports/render-mujoco-cpu.json: a native 64 px render differs from the 224 reference resized to
+    64 px by 1.6-3 grey levels, a 128 px render resized by 0.5-0.8)."""
+    resolution = int(resolution)
+    return resolution if resolution >= 224 else min(224, 2 * resolution)
+
+
 class OffscreenRenderer:
     """A square mujoco.Renderer on one camera, made on the first frame (so that an env used for physics
-    only never opens a GL context) and closed by the env's close()."""
+    only never opens a GL context) and closed by the env's close(). Renders at render_size_for(resolution)
+    and resizes to `resolution` with the model's own resize (lewm_fast.model.resize_frames)."""
 
-    def __init__(self, size: int, camera: str | int):
-        self.size, self.camera = int(size), camera
+    def __init__(self, resolution: int, camera: str | int):
+        self.resolution, self.camera = int(resolution), camera
+        if self.resolution < 8:
+            raise ValueError(f"resolution must be >= 8, got {resolution}")
+        self.size = render_size_for(self.resolution)
         self._renderer: mujoco.Renderer | None = None
 
     def render(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(model, self.size, self.size)
         self._renderer.update_scene(data, camera=self.camera)
-        return self._renderer.render().copy()
+        frame = self._renderer.render()
+        if self.size == self.resolution:
+            return frame.copy()
+        from lewm_fast.collect import resize_uint8
+        return resize_uint8(frame[None], self.resolution)[0]
 
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+# -- coarser meshes for the renderer only -------------------------------------------------------
+def _cluster_mesh(verts: np.ndarray, faces: np.ndarray, cell: float):
+    """Vertex clustering: snap vertices to a `cell`-metre grid, merge each cell's vertices into their mean,
+    drop triangles that collapse and duplicates; vertex normals are the area-weighted face normals."""
+    _, cluster = np.unique(np.floor(verts / cell).astype(np.int64), axis=0, return_inverse=True)
+    cluster = cluster.reshape(-1)
+    n = int(cluster.max()) + 1
+    counts = np.bincount(cluster, minlength=n)[:, None]
+    new_verts = np.zeros((n, 3))
+    np.add.at(new_verts, cluster, verts)
+    new_verts /= counts
+    f = cluster[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    # the same triangle reached from several original ones: compare them rotated to start at their smallest index
+    start = np.argmin(f, axis=1)[:, None]
+    canonical = np.take_along_axis(f, (start + np.arange(3)) % 3, axis=1)
+    _, first = np.unique(canonical, axis=0, return_index=True)
+    f = f[np.sort(first)]
+    face_normals = np.cross(new_verts[f[:, 1]] - new_verts[f[:, 0]], new_verts[f[:, 2]] - new_verts[f[:, 0]])
+    normals = np.zeros_like(new_verts)
+    for k in range(3):
+        np.add.at(normals, f[:, k], face_normals)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    return new_verts, f, normals
+
+
+_DECIMATED: dict = {}   # (mesh layout, cell) -> per-mesh (verts, faces, normals); one computation per process
+
+
+def coarse_render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
+    """A copy of `model` whose meshes are clustered on a `cell`-metre grid, for rendering only: on llvmpipe a
+    frame's cost is the triangle count (the Cube arm has 185 k), and at 64-128 px a few-mm cell does not show.
+    Physics keeps the original model; mjv_updateScene draws the copy at the physics data's geom poses (the
+    copy's geom frames are the original's, so nothing moves). The arrays keep their sizes: each mesh's
+    vertices, faces and normals are rewritten at the start of its range and its counts lowered."""
+    import copy
+
+    m = copy.deepcopy(model)
+    if cell <= 0 or m.nmesh == 0:
+        return m
+    key = (m.nmesh, int(m.mesh_facenum.sum()), int(m.mesh_vertnum.sum()), float(cell))
+    if key not in _DECIMATED:
+        meshes = []
+        for i in range(m.nmesh):
+            va, nv, fa, nf = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
+            meshes.append(_cluster_mesh(m.mesh_vert[va:va + nv].astype(np.float64), m.mesh_face[fa:fa + nf], cell))
+        _DECIMATED[key] = meshes
+    for i, (verts, faces, normals) in enumerate(_DECIMATED[key]):
+        if len(faces) == 0 or len(verts) > m.mesh_normalnum[i] or m.mesh_texcoordnum[i] > 0:
+            continue   # keep meshes that would vanish, or whose normal/texture layout we cannot rewrite
+        va, fa, na = m.mesh_vertadr[i], m.mesh_faceadr[i], m.mesh_normaladr[i]
+        m.mesh_vert[va:va + len(verts)] = verts
+        m.mesh_normal[na:na + len(verts)] = normals
+        m.mesh_face[fa:fa + len(faces)] = faces
+        m.mesh_facenormal[fa:fa + len(faces)] = faces
+        m.mesh_vertnum[i] = m.mesh_normalnum[i] = len(verts)
+        m.mesh_facenum[i] = len(faces)
+    return m
 
 
 def apply_reset_options(env: gym.Env, options: dict | None) -> None:

@@ -88,19 +88,20 @@ REACHER_XML = """
 
 
 class ReacherEnv(gym.Env):
-    """Two-link reacher; action = the two motor torques in [-1, 1]; render 224x224 from camera 0."""
+    """Two-link reacher; action = the two motor torques in [-1, 1]; render 224x224 (or `resolution`) from camera 0."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
 
-    def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 224,
+    def __init__(self, render_mode: str | None = "rgb_array", resolution: int = 224,
                  shadow_size: int = 512, antialias: bool = False):
         """Rendering defaults trade invisible detail for speed on CPU (llvmpipe): a 512 shadow map
         instead of the suite's 2048 and no 4x multisampling; the frame differs from the suite's
         by about 0.25 grey levels on average (edges only). `shadow_size=2048, antialias=True`
-        gives the reference picture at about 4x the cost."""
+        gives the reference picture at about 4x the cost. `resolution` below 224 renders at twice
+        that (mujoco_render.render_size_for) and resizes, for models that take small frames."""
         check_render_mode(render_mode)
         self.render_mode = render_mode
-        self.image_size = int(image_size)
+        self.resolution = int(resolution)
         self.model = mujoco.MjModel.from_xml_string(REACHER_XML)
         set_render_quality(self.model, shadow_size, antialias)
         self.data = mujoco.MjData(self.model)
@@ -110,7 +111,7 @@ class ReacherEnv(gym.Env):
         vec = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float64)
         self.observation_space = gym.spaces.Dict({"state": vec, "proprio": vec})
         self.target_qpos = np.zeros(2)
-        self._renderer = OffscreenRenderer(self.image_size, camera=0)
+        self._renderer = OffscreenRenderer(self.resolution, camera=0)
 
     # -- simulation -------------------------------------------------------------------------
     def _random_qpos(self) -> np.ndarray:
