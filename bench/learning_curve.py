@@ -72,10 +72,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--probe-dataset", help="held-out HDF5 with a state column: add linear-probe R^2 per snapshot")
     ap.add_argument("--probe-frames", type=int, default=3000)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 when sharing the cores)")
     ap.add_argument("--snapshots-only", action="store_true",
                     help="skip model.safetensors (while training runs it is a moving target)")
     ap.add_argument("--out", required=True, help="JSON report (rewritten atomically after each snapshot)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     run = Path(args.run)
     snaps = snapshots(run, final=not args.snapshots_only)
     if not snaps:

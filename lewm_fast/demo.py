@@ -29,11 +29,12 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
     # Reacher and Cube (results/reacher-recipe, results/cube-recipe): 64 px frames the envs render themselves
     # (at 128 px, resized; Cube with render-only coarse arm meshes), the mujoco-cpu preset, fp32 on one thread
     # (the CPU these ran on has no native bf16), about an hour of training each, two runs sharing the 2 cores
+    # (shipped: the step-900 / step-500 snapshot of their 1800 / 1000-step schedules, stopped for time)
     "reacher": {"episodes": 502, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
-                "max_steps": 1800, "warmup_frac": 0.02, "snapshot_every": 450, "precision": "fp32", "threads": 1,
-                "workers": 1},
+                "max_steps": 1800, "stop_after": 900, "warmup_frac": 0.02, "snapshot_every": 450,
+                "precision": "fp32", "threads": 1, "workers": 1},
     "cube": {"episodes": 151, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
-             "max_steps": 1000, "warmup_frac": 0.02, "snapshot_every": 250, "precision": "fp32",
+             "max_steps": 1000, "stop_after": 500, "warmup_frac": 0.02, "snapshot_every": 250, "precision": "fp32",
              "threads": 1, "workers": 1, "stop_on_success": False},
 }
 
@@ -55,6 +56,8 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
             "--lr", str(r["lr"]), "--warmup-frac", str(r["warmup_frac"]), "--epochs", "100",
             "--max-steps", str(steps), "--ckpt-every", "100", "--seed", str(seed),
             "--snapshot-every", str(r.get("snapshot_every", 0))]
+    if r.get("stop_after") and not max_steps:
+        args += ["--stop-after", str(r["stop_after"])]   # the shipped model: this step of the longer schedule
     r = dict(r)
     from lewm_fast.planning.precision import cpu_has_native_bf16
     if r.get("precision") == "bf16" and cpu_has_native_bf16() is False:

@@ -112,13 +112,18 @@ def write_video_grid(path: str | Path, frames: np.ndarray, success: np.ndarray, 
 
 def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: int = 50,
                  receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None,
-                 video: str | None = None, video_size: int = 96) -> dict:
+                 video: str | None = None, video_size: int = 96, envs: list | None = None) -> dict:
     """MPC episodes from pairs (start_states, goal_states, goal_pixels[, replay_actions]); all envs that still
-    need a plan are planned together in one batched solve. video: path of a GIF grid of all episodes."""
+    need a plan are planned together in one batched solve. video: path of a GIF grid of all episodes.
+    envs: the n envs to use (each is reset, then set to its start state), e.g. kept from an earlier seed."""
     from lewm_fast.envs import make
 
     n = len(pairs["start_states"])
-    envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
+    own_envs = envs is None
+    if own_envs:
+        envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
+    elif len(envs) != n:
+        raise ValueError(f"{len(envs)} envs given for {n} start/goal pairs")
     goal_px = pairs["goal_pixels"]
     if planner is not None:
         goal_px = fit_frames(goal_px, planner.cfg.image_size)
@@ -175,8 +180,9 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     if video:
         record()
         write_video_grid(video, np.stack(clips), np.stack(clip_success))
-    for e in envs:
-        e.close()
+    if own_envs:
+        for e in envs:
+            e.close()
     out = {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
            "first_success_step": first_success.tolist(), "solves": solves,
            "solve_latency_s": solve_latency,
@@ -215,7 +221,7 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
         data_env = ds.attrs.get("env")
         if data_env is not None and str(data_env).lower() != env.lower():
             raise ValueError(f"dataset {dataset} was collected in env {data_env!r}, not {env!r}")
-    runs = {}
+    runs, envs = {}, None
     for seed in seeds:
         pairs = (dataset_pairs(ds, num_eval, goal_offset, seed) if ds is not None
                  else expert_pairs(env, num_eval, goal_offset, seed, env_kwargs))
@@ -224,7 +230,13 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
         if progress:
             print(f"[eval] {env} {policy} seed {seed}: {num_eval} episodes, budget {budget}", flush=True)
         vid = None if video is None else (video if len(seeds) == 1 else str(Path(video).with_suffix(f".seed{seed}.gif")))
-        runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs, vid)
+        if envs is None:   # made once for all seeds: a Cube env takes seconds and ~200 MB to build
+            from lewm_fast.envs import make
+            envs = [make(env, **(env_kwargs or {})) for _ in range(len(pairs["start_states"]))]
+        runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs, vid,
+                                       envs=envs)
+    for e in envs or []:
+        e.close()
     rates = np.array([r["success_rate"] for r in runs.values()])
     return {"env": env, "policy": policy, "checkpoint": None if checkpoint is None else str(checkpoint),
             "dataset": None if dataset is None else str(dataset),
@@ -260,8 +272,15 @@ def main(argv=None):
     ap.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16")
     ap.add_argument("--resolution", type=int, help="env render size (default: the env's; must match the model)")
     ap.add_argument("--out", help="JSON path (written atomically); default: print only")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice). Use 1 when other jobs share the cores: two "
+                         "threads on a 2-core machine with one core busy made a Reacher solve 8x slower")
     ap.add_argument("--video", help="write an animated GIF grid of the episodes here (one per seed)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        positive("--threads", args.threads)
+        import torch
+        torch.set_num_threads(args.threads)
     for name in ("num_eval", "goal_offset", "budget", "receding_horizon", "num_samples", "topk", "iterations"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.topk > args.num_samples:
@@ -276,6 +295,8 @@ def main(argv=None):
                       {"num_samples": args.num_samples, "topk": args.topk,
                        "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
                       {"resolution": args.resolution} if args.resolution else None, video=args.video)
+    import torch
+    report["torch_threads"] = torch.get_num_threads()
     text = json.dumps(report, indent=2)
     if args.out:
         from lewm_fast.checkpoint import atomic_write

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, default=500, help="write last.pt every this many steps (and each epoch)")
     p.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep OUT/model-stepN.safetensors every this many steps (learning curves); 0: off")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (checkpoint written) after this many steps, keeping the learning-rate schedule of "
+                        "--max-steps; --resume with a later or no --stop-after continues the same run")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -172,7 +175,8 @@ RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr
 
 def check_args(args) -> None:
     """Argument checks done before any work."""
-    for name in ("epochs", "batch_size", "ckpt_every", "history", "frameskip", "sigreg_proj", "max_steps", "threads"):
+    for name in ("epochs", "batch_size", "ckpt_every", "history", "frameskip", "sigreg_proj", "max_steps", "threads",
+                 "stop_after"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     positive("--workers", args.workers, 0)
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
@@ -271,6 +275,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train_set)} training clips are fewer than one batch of {args.batch_size} x {world} ranks")
     total = steps_per_epoch * args.epochs if args.max_steps is None else args.max_steps
+    stop = total if args.stop_after is None else min(total, args.stop_after)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, args.warmup_frac))
     step, start_epoch = 0, 0
     if state:
@@ -298,7 +303,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     if is_main:
         print(f"LeWM {count_parameters(model) / 1e6:.2f} M params | {len(train_set)} train clips"
               f"{f', {len(val_set)} val clips' if val_set else ''} | {steps_per_epoch} steps/epoch x {args.epochs} "
-              f"epochs, stopping at step {total} | device {device}, {precision}, world {world}"
+              f"epochs, schedule of {total} steps{f', stopping after {stop}' if stop < total else ''} | device {device}, {precision}, world {world}"
               + (f" | resumed at step {step}" if state else ""), flush=True)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     if is_main and state and (out / "metrics.jsonl").exists():
@@ -317,7 +322,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     last = {}
     epoch = start_epoch
     for epoch in range(start_epoch, args.epochs):
-        if step >= total:
+        if step >= stop:
             break
         batches = epoch_batches(len(train_set), args.batch_size, args.seed, epoch, rank, world)
         skip = step - epoch * steps_per_epoch
@@ -357,11 +362,13 @@ def _train(argv: list[str] | None, locks: list) -> dict:
                 save(epoch)
             if args.snapshot_every and step % args.snapshot_every == 0 and is_main:
                 save_checkpoint(out / f"model-step{step}.safetensors", model, stats, {**info, "step": step, "epoch": epoch})
-            if step >= total:
+            if step >= stop:
                 break
         bar.close()
         done_epoch = epoch + 1 if step >= (epoch + 1) * steps_per_epoch else epoch
-        val = evaluate(model, val_set, sigreg, args, device, amp) if val_set is not None else None
+        # not on a --stop-after mid-epoch: validation draws random numbers, and the resumed run must match the full one
+        validate = val_set is not None and (step >= total or step >= (epoch + 1) * steps_per_epoch)
+        val = evaluate(model, val_set, sigreg, args, device, amp) if validate else None
         if is_main:
             msg = {"step": step, "epoch": epoch, "val": val, "train_samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}
             metrics_f.write(json.dumps(msg) + "\n")

@@ -242,6 +242,7 @@ CASES = [
     ("eval --seeds not integers", lambda c: _eval_main("--env", "tworoom", "--seeds", "a,b"), SystemExit,
      r"--seeds must be comma-separated integers"),
     ("eval --budget 0", lambda c: _eval_main("--env", "tworoom", "--budget", "0"), SystemExit, r"--budget must be >= 1"),
+    ("eval --threads 0", lambda c: _eval_main("--env", "tworoom", "--threads", "0"), SystemExit, r"--threads must be >= 1"),
     ("collect --episodes 0", lambda c: __import__("lewm_fast.collect").collect.main(
         ["--env", "tworoom", "--episodes", "0", "--out", str(c["dir"] / "c.h5")]), ValueError, r"--episodes must be >= 1"),
     ("collect --out a directory", lambda c: __import__("lewm_fast.collect").collect.main(

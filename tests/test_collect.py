@@ -77,3 +77,31 @@ def test_policy_noise_is_recorded_and_changes_only_the_actions(tmp_path):
         collect("pusht", 1, str(tmp_path / "bad.h5"), progress=False, policy_noise=-1.0)
     with pytest.raises(ValueError, match="no action-noise setting"):
         collect("reacher", 1, str(tmp_path / "bad2.h5"), progress=False, policy_noise=0.1)
+
+
+def test_mujoco_small_frames_come_from_the_env_and_eval_asks_for_them(tmp_path):
+    from lewm_fast.collect import fit_frames
+    from lewm_fast.envs import resolution_kwargs
+    from lewm_fast.envs.mujoco_gl import select_gl_backend
+    try:
+        select_gl_backend()
+    except RuntimeError as err:
+        pytest.skip(f"no headless GL: {err}")
+    assert resolution_kwargs("Reacher", 32) == {"resolution": 32} and resolution_kwargs("cube", 64) == {"resolution": 64}
+    assert resolution_kwargs("pusht", 64) == {} and resolution_kwargs("reacher", None) == {}
+    own, resized = tmp_path / "own.h5", tmp_path / "resized.h5"
+    collect("reacher", 1, str(own), seed=3, max_steps=3, progress=False, resolution=32)
+    collect("reacher", 1, str(resized), seed=3, max_steps=3, progress=False, resolution=32, env_frames=False)
+    (a, attrs_a), (b, attrs_b) = read_all(own), read_all(resized)
+    assert attrs_a["frames"] == "env" and attrs_b["frames"] == "resized"
+    np.testing.assert_array_equal(a["state"], b["state"])          # same episode, only the frames differ
+    small, full = make("reacher", resolution=32), make("reacher")
+    for env in (small, full):   # replay the episode (frames after a step show that step's kinematics)
+        env.reset(seed=episode_seed(3, 0))
+        for act in a["action"][:-1]:
+            env.step(act)
+        np.testing.assert_array_equal(env.get_state(), a["state"][-1])
+    np.testing.assert_array_equal(a["pixels"][-1], small.render())                       # the env's own 32 px frame
+    np.testing.assert_array_equal(b["pixels"][-1], fit_frames(full.render()[None], 32)[0])  # 224 px resized
+    assert 0 < np.abs(a["pixels"].astype(int) - b["pixels"]).mean() < 8
+    small.close(), full.close()

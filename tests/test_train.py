@@ -137,3 +137,23 @@ def test_snapshots_keep_the_model_at_each_multiple(data, tmp_path):
     for k, v in final.model.state_dict().items():   # the last snapshot is the final model
         torch.testing.assert_close(b.model.state_dict()[k], v, rtol=0, atol=0)
     assert any((a.model.state_dict()[k] != v).any() for k, v in final.model.state_dict().items())
+
+
+def test_stop_after_keeps_the_schedule_and_resumes_to_the_same_run(data, tmp_path):
+    args = ["--data", str(data), "--max-steps", "12", "--ckpt-every", "5", "--epochs", "100", "--seed", "7", *TINY]
+    ref_dir, part_dir = tmp_path / "ref", tmp_path / "part"
+    train(args + ["--out", str(ref_dir), "--snapshot-every", "6"])
+    stopped = train(args + ["--out", str(part_dir), "--stop-after", "6"])
+    assert stopped["step"] == 6
+    lr_ref = [json.loads(x)["lr"] for x in (ref_dir / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+    lr_part = [json.loads(x)["lr"] for x in (part_dir / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+    assert lr_part == lr_ref[:6]   # the 12-step schedule, not a 6-step one
+    from lewm_fast.checkpoint import load_checkpoint
+    a, b = load_checkpoint(ref_dir / "model-step6.safetensors"), load_checkpoint(part_dir / "model.safetensors")
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), f"stopped run differs from the full run's step 6 at {k}"
+    assert train(args + ["--out", str(part_dir), "--resume"])["step"] == 12
+    x = torch.load(ref_dir / "last.pt", weights_only=True)["model"]
+    y = torch.load(part_dir / "last.pt", weights_only=True)["model"]
+    for k in x:
+        assert torch.equal(x[k], y[k]), f"resumed run diverged at {k}"

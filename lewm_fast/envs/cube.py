@@ -69,7 +69,7 @@ class CubeEnv(gym.Env):
         if mesh_cell < 0:
             raise ValueError(f"mesh_cell must be >= 0 metres, got {mesh_cell}")
         self.mesh_cell = float(mesh_cell)
-        self._renderer = OffscreenRenderer(self.resolution, CAMERA)
+        self._renderer = OffscreenRenderer(self.resolution, CAMERA, share=True)
         # OGBench sizes the offscreen framebuffer from width/height: the render size, not the output
         self.sim = _OGBenchCubeEnv(env_type="single", ob_type="states", mode="data_collection",
                                    visualize_info=False, terminate_at_goal=False,

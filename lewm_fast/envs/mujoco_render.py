@@ -35,18 +35,35 @@ def render_size_for(resolution: int) -> int:
 class OffscreenRenderer:
     """A square mujoco.Renderer on one camera, made on the first frame (so that an env used for physics
     only never opens a GL context) and closed by the env's close(). Renders at render_size_for(resolution)
-    and resizes to `resolution` with the model's own resize (lewm_fast.model.resize_frames)."""
+    and resizes to `resolution` with the model's own resize (lewm_fast.model.resize_frames).
 
-    def __init__(self, resolution: int, camera: str | int):
-        self.resolution, self.camera = int(resolution), camera
+    Renderers of one model object at one size are shared (reference-counted): envs that render a shared
+    render-only model (Cube's coarse_render_model) then hold one GL context between them, where 50 evaluation
+    envs with one context and model copy each took 15 GB."""
+
+    _shared: dict = {}   # (id(model), size) -> [mujoco.Renderer, model, users]
+
+    def __init__(self, resolution: int, camera: str | int, share: bool = False):
+        self.resolution, self.camera, self.share = int(resolution), camera, bool(share)
         if self.resolution < 8:
             raise ValueError(f"resolution must be >= 8, got {resolution}")
         self.size = render_size_for(self.resolution)
         self._renderer: mujoco.Renderer | None = None
+        self._key = None
+
+    def _open(self, model: mujoco.MjModel) -> mujoco.Renderer:
+        if not self.share:
+            return mujoco.Renderer(model, self.size, self.size)
+        self._key = (id(model), self.size)
+        entry = OffscreenRenderer._shared.get(self._key)
+        if entry is None or entry[1] is not model:
+            entry = OffscreenRenderer._shared[self._key] = [mujoco.Renderer(model, self.size, self.size), model, 0]
+        entry[2] += 1
+        return entry[0]
 
     def render(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(model, self.size, self.size)
+            self._renderer = self._open(model)
         self._renderer.update_scene(data, camera=self.camera)
         frame = self._renderer.render()
         if self.size == self.resolution:
@@ -55,9 +72,18 @@ class OffscreenRenderer:
         return resize_uint8(frame[None], self.resolution)[0]
 
     def close(self) -> None:
-        if self._renderer is not None:
+        if self._renderer is None:
+            return
+        if self.share:
+            entry = OffscreenRenderer._shared.get(self._key)
+            if entry is not None and entry[0] is self._renderer:
+                entry[2] -= 1
+                if entry[2] == 0:
+                    del OffscreenRenderer._shared[self._key]
+                    self._renderer.close()
+        else:
             self._renderer.close()
-            self._renderer = None
+        self._renderer = None
 
 
 # -- coarser meshes for the renderer only -------------------------------------------------------
@@ -87,6 +113,7 @@ def _cluster_mesh(verts: np.ndarray, faces: np.ndarray, cell: float):
 
 
 _DECIMATED: dict = {}   # (mesh layout, cell) -> per-mesh (verts, faces, normals); one computation per process
+_COARSE_MODELS: dict = {}   # (mesh layout, cell, render quality) -> the shared render-only model
 
 
 def coarse_render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
@@ -94,20 +121,26 @@ def coarse_render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
     frame's cost is the triangle count (the Cube arm has 185 k), and at 64-128 px a few-mm cell does not show.
     Physics keeps the original model; mjv_updateScene draws the copy at the physics data's geom poses (the
     copy's geom frames are the original's, so nothing moves). The arrays keep their sizes: each mesh's
-    vertices, faces and normals are rewritten at the start of its range and its counts lowered."""
+    vertices, faces and normals are rewritten at the start of its range and its counts lowered.
+    One copy per process for models of the same layout and render quality (envs of one kind share it, with
+    their renderer: OffscreenRenderer(share=True)); a model changed after its first frame is not re-copied."""
     import copy
 
+    key = (model.nmesh, int(model.mesh_facenum.sum()), int(model.mesh_vertnum.sum()), float(cell),
+           int(model.vis.quality.shadowsize), int(model.vis.quality.offsamples), model.ngeom, model.nmat)
+    if key in _COARSE_MODELS:
+        return _COARSE_MODELS[key]
     m = copy.deepcopy(model)
+    _COARSE_MODELS[key] = m
     if cell <= 0 or m.nmesh == 0:
         return m
-    key = (m.nmesh, int(m.mesh_facenum.sum()), int(m.mesh_vertnum.sum()), float(cell))
-    if key not in _DECIMATED:
+    if key[:4] not in _DECIMATED:
         meshes = []
         for i in range(m.nmesh):
             va, nv, fa, nf = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
             meshes.append(_cluster_mesh(m.mesh_vert[va:va + nv].astype(np.float64), m.mesh_face[fa:fa + nf], cell))
-        _DECIMATED[key] = meshes
-    for i, (verts, faces, normals) in enumerate(_DECIMATED[key]):
+        _DECIMATED[key[:4]] = meshes
+    for i, (verts, faces, normals) in enumerate(_DECIMATED[key[:4]]):
         if len(faces) == 0 or len(verts) > m.mesh_normalnum[i] or m.mesh_texcoordnum[i] > 0:
             continue   # keep meshes that would vanish, or whose normal/texture layout we cannot rewrite
         va, fa, na = m.mesh_vertadr[i], m.mesh_faceadr[i], m.mesh_normaladr[i]
