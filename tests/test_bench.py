@@ -116,6 +116,28 @@ def test_collect_bench_reports_throughput(monkeypatch, tmp_path):
     assert written["result"] == res and written["environment"]["torch"]
 
 
+def test_render_mujoco_bench_measures_each_way(monkeypatch, tmp_path):
+    from lewm_fast.envs.mujoco_gl import select_gl_backend
+    try:
+        select_gl_backend()   # before mujoco is imported
+    except RuntimeError as err:
+        pytest.skip(f"no headless GL: {err}")
+    pytest.importorskip("mujoco")
+    import bench.render_mujoco as br
+
+    written = {}
+    monkeypatch.setattr(br, "write_report", lambda path, payload: written.update(payload) or path)
+    png = tmp_path / "pair.png"
+    rows = br.main(["--env", "reacher", "--resolution", "32", "--states", "2", "--passes", "1", "--frames-png", str(png)])
+    assert set(rows) == {"reference", "224-resized", "native", "env"} and written["result"] == rows
+    assert rows["native"]["render_size"] == 32 and rows["env"]["render_size"] == 64
+    for way in ("224-resized", "native", "env"):
+        assert rows[way]["render_ms"] > 0 and 0 <= rows[way]["mean_abs_diff_grey"] < 10
+    # a 224 px render with the fast settings, resized, is the closest to the reference's resized picture
+    assert rows["224-resized"]["mean_abs_diff_grey"] <= rows["env"]["mean_abs_diff_grey"] <= rows["native"]["mean_abs_diff_grey"]
+    assert png.stat().st_size > 0
+
+
 def test_cost_ranking_replays_the_expert_exactly():
     """bench.cost_ranking on the shipped TwoRoom model: the expert's own actions replayed from the start state
     reach the goal exactly (the env is deterministic), and the report's ranks and correlations are in range."""
