@@ -48,16 +48,50 @@ def _inputs(seed):
     return torch.randn(1, 1, 3, 32, 32, generator=g), torch.randn(1, 1, 3, 32, 32, generator=g)
 
 
+class _RecordCosts:
+    """A reference solver callback keeping every iteration's (B, S) candidate costs."""
+
+    def __init__(self):
+        self.costs = []
+
+    def __call__(self, **kw):
+        self.costs.append(kw["costs"].detach().clone().float())
+
+    def __getattr__(self, name):   # start_batch / end_batch and any other hook: nothing to do
+        return lambda *a, **k: None
+
+
 @pytest.mark.parametrize("seed", range(10))
-def test_cem_matches_reference(pair, seed, capsys):
+def test_cem_matches_reference(pair, seed, monkeypatch):
+    """Same candidates, costs equal to float rounding at every iteration, the same plan. Exception, checked
+    not assumed: an iteration whose 30th and 31st best costs lie within that rounding may pick a different elite
+    set (the two rollouts sum in different orders; on an AVX2-only CPU this happened for 2 of 10 seeds), after
+    which the candidates differ; the test then asserts that the swapped candidates were tied to rounding."""
     from stable_worldmodel.solver import CEMSolver
+
+    from lewm_fast.planning.engine import RolloutEngine
 
     ours, ref = pair
     obs, goal = _inputs(seed)
-    want_plan, want_cost = _reference_solve(ref, CEMSolver, seed, obs, goal,
-                                            num_samples=300, n_steps=30, topk=30, var_scale=1.0)
+    rec = _RecordCosts()
+    want_plan, want_cost = _reference_solve(ref, CEMSolver, seed, obs, goal, num_samples=300, n_steps=30,
+                                            topk=30, var_scale=1.0, callbacks=[rec])
+    mine, costs = [], RolloutEngine.costs
+    monkeypatch.setattr(RolloutEngine, "costs", lambda self, *a, **k: mine.append(costs(self, *a, **k)) or mine[-1])
     got = Planner(ours, seed=seed, backend="eager", precision="fp32").plan(obs, goal)
     assert got.blocks.shape == want_plan.shape == (1, 5, 10)
+    assert len(mine) == len(rec.costs) == 30
+    for it, (a, b) in enumerate(zip(mine, rec.costs)):
+        a, b = a.reshape(-1).float(), b.reshape(-1)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)   # same candidates: same costs
+        ours_top, ref_top = set(a.topk(30, largest=False).indices.tolist()), set(b.topk(30, largest=False).indices.tolist())
+        if ours_top != ref_top:
+            rounding = (a - b).abs().max().item()
+            boundary = b.sort().values[29:31]
+            for i in ours_top ^ ref_top:   # every swapped candidate sits at the elite boundary, within rounding
+                assert (b[i] - boundary).abs().min().item() <= 2 * rounding + 1e-6, (it, i, b[i].item(), boundary.tolist(), rounding)
+            print(f"elite sets differ at iteration {it}: boundary {boundary.tolist()}, rounding {rounding:.2e}")
+            return   # from here on the two solvers sample around different means: nothing left to compare
     assert (got.blocks - want_plan).abs().max() <= 1e-4
     torch.testing.assert_close(got.cost, want_cost, rtol=1e-4, atol=1e-4)
 
