@@ -110,18 +110,22 @@ def write_video_grid(path: str | Path, frames: np.ndarray, success: np.ndarray, 
                                                  duration=int(1000 / fps), loop=0))
 
 
+def make_envs(env_name: str, n: int, env_kwargs: dict | None = None) -> list:
+    """n envs of one kind for the episodes of one evaluation."""
+    from lewm_fast.envs import make
+    return [make(env_name, **(env_kwargs or {})) for _ in range(n)]
+
+
 def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: int = 50,
                  receding_horizon: int = 5, seed: int = 42, env_kwargs: dict | None = None,
                  video: str | None = None, video_size: int = 96, envs: list | None = None) -> dict:
     """MPC episodes from pairs (start_states, goal_states, goal_pixels[, replay_actions]); all envs that still
     need a plan are planned together in one batched solve. video: path of a GIF grid of all episodes.
     envs: the n envs to use (each is reset, then set to its start state), e.g. kept from an earlier seed."""
-    from lewm_fast.envs import make
-
     n = len(pairs["start_states"])
     own_envs = envs is None
     if own_envs:
-        envs = [make(env_name, **(env_kwargs or {})) for _ in range(n)]
+        envs = make_envs(env_name, n, env_kwargs)
     elif len(envs) != n:
         raise ValueError(f"{len(envs)} envs given for {n} start/goal pairs")
     goal_px = pairs["goal_pixels"]
@@ -231,8 +235,7 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
             print(f"[eval] {env} {policy} seed {seed}: {num_eval} episodes, budget {budget}", flush=True)
         vid = None if video is None else (video if len(seeds) == 1 else str(Path(video).with_suffix(f".seed{seed}.gif")))
         if envs is None:   # made once for all seeds: a Cube env takes seconds and ~200 MB to build
-            from lewm_fast.envs import make
-            envs = [make(env, **(env_kwargs or {})) for _ in range(len(pairs["start_states"]))]
+            envs = make_envs(env, len(pairs["start_states"]), env_kwargs)
         runs[str(seed)] = run_episodes(env, pairs, policy, planner, budget, receding_horizon, seed, env_kwargs, vid,
                                        envs=envs)
     for e in envs or []:
@@ -277,9 +280,9 @@ def main(argv=None):
                          "threads on a 2-core machine with one core busy made a Reacher solve 8x slower")
     ap.add_argument("--video", help="write an animated GIF grid of the episodes here (one per seed)")
     args = ap.parse_args(argv)
+    import torch
     if args.threads is not None:
         positive("--threads", args.threads)
-        import torch
         torch.set_num_threads(args.threads)
     for name in ("num_eval", "goal_offset", "budget", "receding_horizon", "num_samples", "topk", "iterations"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
@@ -295,7 +298,6 @@ def main(argv=None):
                       {"num_samples": args.num_samples, "topk": args.topk,
                        "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
                       {"resolution": args.resolution} if args.resolution else None, video=args.video)
-    import torch
     report["torch_threads"] = torch.get_num_threads()
     text = json.dumps(report, indent=2)
     if args.out:

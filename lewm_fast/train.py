@@ -367,7 +367,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
         bar.close()
         done_epoch = epoch + 1 if step >= (epoch + 1) * steps_per_epoch else epoch
         # not on a --stop-after mid-epoch: validation draws random numbers, and the resumed run must match the full one
-        validate = val_set is not None and (step >= total or step >= (epoch + 1) * steps_per_epoch)
+        validate = val_set is not None and (step >= total or done_epoch > epoch)
         val = evaluate(model, val_set, sigreg, args, device, amp) if validate else None
         if is_main:
             msg = {"step": step, "epoch": epoch, "val": val, "train_samples_per_s": seen / max(1e-9, time.perf_counter() - t0)}

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lewm_fast.planning.precision import cpu_has_native_bf16
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +37,7 @@ RESULTS: dict[str, dict] = {}
 
 
 def _has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(cpu_has_native_bf16())   # unknown (not Linux) counts as no
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,9 @@ except ImportError as err:  # pragma: no cover - depends on the install
     raise ImportError("the Cube env needs OGBench: `pip install -c .ci/constraints.txt ogbench` "
                       f"(see /work/notes/mujoco-install.md); import failed with: {err}") from err
 
-# Render-only mesh clustering grid at <= 128 px: 185 k arm triangles -> 12 k, 5x faster frames on llvmpipe;
-# at 64 px the frame moves by about 0.3 grey levels (bench/reports/render-mujoco-cpu.json)
+# Render-only mesh clustering grid at <= 128 px: 185 k arm triangles -> 12 k; with the 128 px render the 64 px
+# frame costs 21 ms instead of 113 and is 1.1 grey levels from the reference picture (a 224 px render resized:
+# 0.3; bench/reports/render-mujoco-cube-64px-cpu.json)
 COARSE_MESH_CELL = 0.008
 SUCCESS_DISTANCE = 0.04  # m, cube centre to target centre (OGBench `_compute_successes`)
 CAMERA = "front_pixels"

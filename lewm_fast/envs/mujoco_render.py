@@ -26,8 +26,9 @@ def set_render_quality(model: mujoco.MjModel, shadow_size: int, antialias: bool)
 def render_size_for(resolution: int) -> int:
     """The size frames are rendered at before they are resized to `resolution`: twice the output (capped
     at the env's 224), so a small frame is antialiased the way a 224 render resized to it is (measured in
-    bench/reports/render-mujoco-cpu.json: a native 64 px render differs from the 224 reference resized to
-    64 px by 1.6-3 grey levels, a 128 px render resized by 0.5-0.8)."""
+    bench/reports/render-mujoco-{reacher,cube}-64px-cpu.json: a native 64 px render differs from the 224 px
+    reference resized to 64 px by 1.6 (Reacher) / 3.1 (Cube) grey levels, a 128 px render resized by 0.5 / 1.1
+    (Cube with coarse_render_model's meshes))."""
     resolution = int(resolution)
     return resolution if resolution >= 224 else min(224, 2 * resolution)
 
@@ -112,7 +113,6 @@ def _cluster_mesh(verts: np.ndarray, faces: np.ndarray, cell: float):
     return new_verts, f, normals
 
 
-_DECIMATED: dict = {}   # (mesh layout, cell) -> per-mesh (verts, faces, normals); one computation per process
 _COARSE_MODELS: dict = {}   # (mesh layout, cell, render quality) -> the shared render-only model
 
 
@@ -134,16 +134,12 @@ def coarse_render_model(model: mujoco.MjModel, cell: float) -> mujoco.MjModel:
     _COARSE_MODELS[key] = m
     if cell <= 0 or m.nmesh == 0:
         return m
-    if key[:4] not in _DECIMATED:
-        meshes = []
-        for i in range(m.nmesh):
-            va, nv, fa, nf = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
-            meshes.append(_cluster_mesh(m.mesh_vert[va:va + nv].astype(np.float64), m.mesh_face[fa:fa + nf], cell))
-        _DECIMATED[key[:4]] = meshes
-    for i, (verts, faces, normals) in enumerate(_DECIMATED[key[:4]]):
+    for i in range(m.nmesh):
+        va, nv, fa, nf = m.mesh_vertadr[i], m.mesh_vertnum[i], m.mesh_faceadr[i], m.mesh_facenum[i]
+        verts, faces, normals = _cluster_mesh(m.mesh_vert[va:va + nv].astype(np.float64), m.mesh_face[fa:fa + nf], cell)
         if len(faces) == 0 or len(verts) > m.mesh_normalnum[i] or m.mesh_texcoordnum[i] > 0:
             continue   # keep meshes that would vanish, or whose normal/texture layout we cannot rewrite
-        va, fa, na = m.mesh_vertadr[i], m.mesh_faceadr[i], m.mesh_normaladr[i]
+        na = m.mesh_normaladr[i]
         m.mesh_vert[va:va + len(verts)] = verts
         m.mesh_normal[na:na + len(verts)] = normals
         m.mesh_face[fa:fa + len(faces)] = faces
