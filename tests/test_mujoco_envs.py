@@ -161,6 +161,23 @@ def test_reacher_state_round_trip_and_replay(reacher):
         reacher.set_state(np.zeros(3))
 
 
+@needs_gl
+def test_reacher_frame_after_step_shows_the_returned_state(reacher):
+    # The frame must draw the state step() returns: the same picture as a fresh env set to it.
+    # (mj_step alone leaves body poses one physics step behind qpos: a stale frame.)
+    reacher.reset(seed=4)
+    for _ in range(3):
+        reacher.step([1.0, -1.0])
+    frame = reacher.render()
+    fresh = ReacherEnv()
+    try:
+        fresh.reset(seed=0)
+        fresh.set_state(reacher.get_state())
+        np.testing.assert_array_equal(frame, fresh.render())
+    finally:
+        fresh.close()
+
+
 def test_reacher_qpos_match_success(reacher):
     reacher.reset(seed=0)
     goal = np.array([0.3, -1.0, 5.0, 5.0])  # velocities of the goal state do not matter

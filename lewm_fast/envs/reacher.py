@@ -136,6 +136,9 @@ class ReacherEnv(gym.Env):
         action = flat_action(action, 2, "Reacher")
         self.data.ctrl[:] = np.clip(action, -1.0, 1.0)
         mujoco.mj_step(self.model, self.data, nstep=ACTION_REPEAT)
+        # mj_step leaves body poses (what the renderer draws) one physics step behind qpos;
+        # dm_control's physics keeps them current, so the frame shows the state we return.
+        mujoco.mj_forward(self.model, self.data)
         return self._obs(), 0.0, False, False, self._info()
 
     # -- state and goal ---------------------------------------------------------------------
