@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .planning.allocator import keep_freed_memory
 from .planning.engine import RolloutEngine
 from .planning.graph import GraphSolveRunner
 from .planning.inputs import actions_to_blocks, frames_to_bhchw
@@ -64,6 +65,8 @@ class Planner:
         self.model = model.to(self.device).eval()
         self.precision = check_precision(precision)
         warn_if_slow_bf16(self.precision, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()      # reuse freed temporaries, no page faults per iteration (planning/allocator.py)
         self.kernels, self.cuda_graph = resolve(backend, kernels, cuda_graph, self.device)
         self.backend = backend_name(self.kernels, self.cuda_graph)
         if horizon < 1:

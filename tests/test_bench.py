@@ -149,3 +149,18 @@ def test_cost_ranking_replays_the_expert_exactly():
         assert 0 <= row["expert_rank_planned"] < 6 and -1 <= row["spearman_planned"] <= 1
     s, g = np.array([10.0, 20, 30, 40, 0.0]), np.array([10.0, 20, 30, 52, np.pi / 9])
     assert true_distance("pusht", s, g) == pytest.approx(np.hypot(12 / 20, 1.0))
+
+
+def test_profile_cem_accounts_for_the_wall_time(tmp_path):
+    # bench.profile_cem: category shares plus time outside ops make up the profiled wall time, and
+    # every GEMM's FLOPs follow from its recorded shape.
+    from bench import profile_cem
+
+    out = tmp_path / "p.json"
+    r = profile_cem.main(["--env", "tworoom", "--tiny", "--precision", "fp32", "--samples", "16",
+                          "--iterations", "2", "--topk", "4", "--out", str(out)])
+    assert out.exists() and out.with_suffix(".md").exists()
+    assert abs(sum(r["share_of_wall"].values()) - 1.0) < 1e-6
+    assert 0 < r["op_self_s_total"] <= r["wall_s"] * 1.05
+    assert r["gemms"] and all(g["batch_rows_inner_width"] and g["calls"] > 0 for g in r["gemms"])
+    assert profile_cem.category("aten::addmm") == "gemm" and profile_cem.category("aten::copy_") == "copies / allocation"

@@ -369,3 +369,43 @@ def test_triton_backend_planner_matches_eager():
     assert a.info["kernels"] == "torch" and a.info["predictor"] == "EagerPredictor" and a.info["cuda_graph"] is False
     torch.testing.assert_close(b.blocks, a.blocks, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.cost, a.cost, rtol=1e-4, atol=1e-6)
+
+
+_ALLOCATOR_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from helpers import random_model
+from lewm_fast.planner import Planner
+from lewm_fast.planning import allocator
+torch.manual_seed(0)
+model = random_model()
+g = torch.Generator().manual_seed(1)
+obs = torch.randint(0, 256, (2, 3, model.cfg.image_size, model.cfg.image_size), generator=g, dtype=torch.uint8)
+goal = torch.randint(0, 256, obs.shape, generator=g, dtype=torch.uint8)
+res = Planner(model, device="cpu", seed=3, num_samples=32, iterations=3, topk=4).plan(obs, goal)
+print(allocator._applied, repr(res.blocks.flatten().tolist()), repr(res.cost.tolist()))
+"""
+
+
+def test_keeping_freed_memory_changes_no_plan(tmp_path):
+    # The allocator setting (planning/allocator.py) moves bytes, never values: a plan made with it is
+    # bit-identical to one made in a process that opted out.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "plan.py"
+    script.write_text(_ALLOCATOR_SCRIPT)
+    out = {}
+    for keep in ("1", "0"):
+        env = {**os.environ, "LEWM_FAST_KEEP_FREED_MEMORY": keep}
+        run = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out[keep] = run.stdout.split(" ", 1)
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert out["1"][0] == "True"
+    assert out["0"][0] == "False"
+    assert out["1"][1] == out["0"][1]
