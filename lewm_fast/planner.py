@@ -66,7 +66,7 @@ class Planner:
         self.precision = check_precision(precision)
         warn_if_slow_bf16(self.precision, self.device)
         if self.device.type == "cpu":
-            keep_freed_memory()      # reuse freed temporaries, no page faults per iteration (planning/allocator.py)
+            keep_freed_memory()      # opt-in: reuse freed temporaries (planning/allocator.py)
         self.kernels, self.cuda_graph = resolve(backend, kernels, cuda_graph, self.device)
         self.backend = backend_name(self.kernels, self.cuda_graph)
         if horizon < 1:

@@ -7,8 +7,11 @@ per 4 KB: bench/reports/profile-cem-pusht-bf16-cpu.json measured a bf16 -> fp32 
 ~22 ms fresh vs ~2 ms into reused memory. With mmap off for the heap and trimming disabled, freed
 blocks are reused. Values are untouched: only where the bytes live changes.
 
-Process-wide (it is the C allocator), so the Planner applies it once, on CPU, unless the environment
-sets LEWM_FAST_KEEP_FREED_MEMORY=0. A no-op off glibc.
+Process-wide (it is the C allocator) and freed memory is never returned to the OS, so it is opt-in:
+the CPU Planner applies it once when the environment sets LEWM_FAST_KEEP_FREED_MEMORY=1. Measured: with
+another job on the second core the profiled bf16 solve went 11.8 -> 9.0 s; on an idle machine, two
+bench.cem runs gave 9.0 s without and 9.6 s with it (bench/reports/cem-pusht-cpu-epyc*.json), no gain.
+A no-op off glibc.
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ _applied: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Apply once per process; True when glibc accepted both settings (False: not glibc, or opted out)."""
+    """Apply once per process when opted in; True when glibc accepted both settings."""
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("LEWM_FAST_KEEP_FREED_MEMORY", "1") == "0":
+    if os.environ.get("LEWM_FAST_KEEP_FREED_MEMORY", "0") != "1":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
