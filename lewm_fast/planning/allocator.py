@@ -2,10 +2,10 @@
 
 A CEM solve allocates and frees the same large temporaries every iteration (the 1500 x 6912 AdaLN
 modulation of a 300-sample PushT solve is 41 MB in fp32). glibc serves blocks above its mmap threshold
-(at most 32 MB) with fresh mmap pages and returns them on free, so every iteration pays a page fault
-per 4 KB: bench/reports/profile-cem-pusht-bf16-cpu.json measured a bf16 -> fp32 copy of that tensor at
-~22 ms fresh vs ~2 ms into reused memory. With mmap off for the heap and trimming disabled, freed
-blocks are reused. Values are untouched: only where the bytes live changes.
+(at most 32 MB) with fresh mmap pages and returns them on free, so every iteration can pay a page fault
+per 4 KB: the likely reason copy_ took 34% of a profiled bf16 solve
+(bench/reports/profile-cem-pusht-bf16-before-allocator-cpu.json). With mmap off for the heap and
+trimming disabled, freed blocks are reused. Values are untouched: only where the bytes live changes.
 
 Process-wide (it is the C allocator) and freed memory is never returned to the OS, so it is opt-in:
 the CPU Planner applies it once when the environment sets LEWM_FAST_KEEP_FREED_MEMORY=1. Measured: with
