@@ -6,7 +6,8 @@ For each start/goal pair (made by the env's expert, seeds disjoint from the eval
 plans (the expert's own 25 actions, then K-1 drawn like the first CEM iteration: N(0, 1) in the model's
 normalised action space) are executed in the real env from the start state. Three numbers per pair:
   - true:    distance of the reached state to the goal, in units of the success test
-             (PushT: hypot(|d agent,block xy| / 20 px, |d angle| / (pi/9)); success needs both < 1)
+             (PushT: hypot(|d agent,block xy| / 20 px, |d angle| / (pi/9)); success needs both < 1;
+             Reacher: |d qpos| / 0.05 rad, success needs each joint < 1)
   - encoded: ||encode(reached frame) - encode(goal frame)||^2 (is the latent a good distance?)
   - planned: the planner's cost, model.rollout from the start frame (does the predictor see it?)
 and the Spearman rank correlation of encoded and planned against true, and the rank of the expert's
@@ -30,7 +31,9 @@ def true_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float:
         return float(np.hypot(pos / 20.0, ang / (np.pi / 9)))
     if env_name == "tworoom":
         return float(np.linalg.norm(state[:2] - goal[:2]) / 16.0)
-    raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom)")
+    if env_name == "reacher":   # qpos_match: each joint within 0.05 rad, angles not wrapped (as the env)
+        return float(np.linalg.norm(state[:2] - goal[:2]) / 0.05)
+    raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom, reacher)")
 
 
 def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, num_candidates: int = 64,
@@ -39,7 +42,7 @@ def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, nu
     from tqdm import tqdm
 
     from lewm_fast.collect import fit_frames
-    from lewm_fast.envs import make
+    from lewm_fast.envs import make, resolution_kwargs
     from lewm_fast.eval import expert_pairs
     from lewm_fast.planner import Planner
 
@@ -48,8 +51,9 @@ def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, nu
     if goal_offset % cfg.frameskip:
         raise ValueError(f"goal_offset {goal_offset} is not a multiple of the frameskip {cfg.frameskip}")
     T = goal_offset // cfg.frameskip
-    pairs = expert_pairs(env_name, num_pairs, goal_offset, seed)
-    env = make(env_name)
+    env_kwargs = resolution_kwargs(env_name, cfg.image_size)   # frames made as the model's data were
+    pairs = expert_pairs(env_name, num_pairs, goal_offset, seed, env_kwargs)
+    env = make(env_name, **env_kwargs)
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for i in tqdm(range(num_pairs), desc="pairs", disable=not progress):
@@ -101,7 +105,7 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(prog="python -m bench.cost_ranking", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
-    ap.add_argument("--env", default="pusht", choices=["pusht", "tworoom"])
+    ap.add_argument("--env", default="pusht", choices=["pusht", "tworoom", "reacher"])
     ap.add_argument("--pairs", type=int, default=20, help="start/goal pairs")
     ap.add_argument("--candidates", type=int, default=64, help="plans per pair (the expert's + random ones)")
     ap.add_argument("--seed", type=int, default=1000, help="pair and candidate seed (keep it off the eval seeds)")

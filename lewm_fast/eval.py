@@ -129,7 +129,9 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     elif len(envs) != n:
         raise ValueError(f"{len(envs)} envs given for {n} start/goal pairs")
     goal_px = pairs["goal_pixels"]
-    if planner is not None:
+    # a planner that reads the envs' true states (bench.oracle_plan: the simulator as the world model)
+    from_states = getattr(planner, "plans_from_states", False)
+    if planner is not None and not from_states:
         goal_px = fit_frames(goal_px, planner.cfg.image_size)
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
@@ -154,7 +156,14 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
         if len(active) == 0:
             break
         need = [i for i in active if not buffers[i]]
-        if need and policy not in ("random", "replay"):
+        if need and from_states:
+            t0 = time.perf_counter()
+            actions = planner.plan_states([envs[i] for i in need], pairs["goal_states"][need], env_ids=need)
+            solve_latency.append(time.perf_counter() - t0)
+            solves += 1
+            for row, i in enumerate(need):
+                buffers[i] = list(actions[row, :receding_horizon * planner.frameskip])
+        elif need and policy not in ("random", "replay"):
             t0 = time.perf_counter()
             frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
             env_time += time.perf_counter() - t0
