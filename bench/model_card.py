@@ -26,6 +26,20 @@ def summarise(path: Path) -> dict:
             "per_seed": {s: r["success_rate"] for s, r in rep["runs"].items()}}
 
 
+INTERRUPTION_S = 600   # a gap this long between two logged steps is a stop (and --resume), not training
+
+
+def training_wall_time(steps: list[dict]) -> float | None:
+    """Seconds spent training, from the per-step wall clock ("time") in metrics.jsonl: the sum of the
+    intervals between consecutive steps, leaving out gaps over INTERRUPTION_S (a stopped and resumed
+    run). None for logs written before the clock was logged."""
+    clock = [r["time"] for r in steps if "time" in r]
+    if len(clock) < 2 or len(clock) != len(steps):
+        return None
+    gaps = [b - a for a, b in zip(clock, clock[1:])]
+    return float(sum(g for g in gaps if 0 <= g < INTERRUPTION_S))
+
+
 def main(argv=None) -> dict:
     from lewm_fast.checkpoint import PRETRAINED_DIR, atomic_write, load_checkpoint
     from lewm_fast.model import count_parameters
@@ -67,7 +81,8 @@ def main(argv=None) -> dict:
         steps = [r for r in rows if "pred_loss" in r]
         card["training"] = {"metrics": args.train_log, "steps": steps[-1]["step"] if steps else 0,
                             "final_pred_loss": steps[-1]["pred_loss"] if steps else None,
-                            "final_sigreg": steps[-1]["sigreg"] if steps else None}
+                            "final_sigreg": steps[-1]["sigreg"] if steps else None,
+                            "wall_time_s": training_wall_time(steps)}
     dst = PRETRAINED_DIR / card["file"]
     recorded = (ckpt.info.get("env") or {}).get("name")
     if recorded not in (None, args.env):

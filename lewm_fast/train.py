@@ -356,7 +356,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
                             sigreg=f"{last['sigreg']:.3f}", sps=f"{sps:.1f}")
             if is_main:
                 metrics_f.write(json.dumps({"step": step, "epoch": epoch, **last, "grad_norm": float(gnorm),
-                                            "lr": sched.get_last_lr()[0], "samples_per_s": sps}) + "\n")
+                                            "lr": sched.get_last_lr()[0], "samples_per_s": sps,
+                                            "time": time.time()}) + "\n")   # wall clock: training time
             if step % args.ckpt_every == 0:
                 metrics_f and metrics_f.flush()
                 save(epoch)

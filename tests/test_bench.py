@@ -219,3 +219,10 @@ def test_oracle_planner_scores_by_the_simulator_and_reaches_goals():
     ours = run_episodes("tworoom", pairs, "cem", planner, seed=0)
     rand = run_episodes("tworoom", pairs, "random", seed=0)
     assert ours["solves"] >= 1 and ours["success_rate"] >= 5 / 6 and ours["success_rate"] > rand["success_rate"]
+
+
+def test_model_card_training_time_skips_interruptions():
+    from bench.model_card import INTERRUPTION_S, training_wall_time
+    steps = [{"step": i + 1, "time": t} for i, t in enumerate([100.0, 101.5, 103.0, 103.0 + INTERRUPTION_S + 50, 104.5 + INTERRUPTION_S + 50])]
+    assert training_wall_time(steps) == pytest.approx(1.5 + 1.5 + 1.5)
+    assert training_wall_time([{"step": 1}, {"step": 2}]) is None       # logs from before the clock

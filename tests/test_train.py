@@ -38,6 +38,11 @@ def test_training_lowers_prediction_loss_without_collapse(data, tmp_path):
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in log if "val" not in r]
     assert len(steps) == 200
+    # every step carries the wall clock, from which bench.model_card reports the training time
+    clock = [r["time"] for r in steps]
+    assert clock == sorted(clock) and clock[-1] - clock[0] > 0
+    from bench.model_card import training_wall_time
+    assert training_wall_time(steps) == pytest.approx(clock[-1] - clock[0])
     first = np.mean([r["pred_loss"] for r in steps[:20]])
     last = np.mean([r["pred_loss"] for r in steps[-20:]])
     assert last < 0.7 * first, (first, last)
