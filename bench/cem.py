@@ -95,8 +95,7 @@ def make_frames(env: str, n: int, size: int, seed: int = 0):
 
         obs, goal = [], []
         for i in range(n):
-            e = make(env, **({"resolution": size} if env == "pusht" else {"image_size": size} if env in (
-                "cube", "reacher") else {}))
+            e = make(env, **({"resolution": size} if env in ("pusht", "reacher", "cube") else {}))
             e.reset(seed=seed + i)
             obs.append(e.render())
             rng = np.random.default_rng(seed + i)

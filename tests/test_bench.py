@@ -226,3 +226,16 @@ def test_model_card_training_time_skips_interruptions():
     steps = [{"step": i + 1, "time": t} for i, t in enumerate([100.0, 101.5, 103.0, 103.0 + INTERRUPTION_S + 50, 104.5 + INTERRUPTION_S + 50])]
     assert training_wall_time(steps) == pytest.approx(1.5 + 1.5 + 1.5)
     assert training_wall_time([{"step": 1}, {"step": 2}]) is None       # logs from before the clock
+
+
+def test_parity_scores_both_precisions_with_the_fp32_model(tmp_path):
+    # bench.parity: each precision's plans scored by one fp32 rollout; the gaps follow from those scores,
+    # and on the tiny model bf16 plans cost within a few percent of fp32 plans
+    from bench import parity
+
+    r = parity.main(["--tiny", "--env", "tworoom", "--envs", "3", "--samples", "32", "--iterations", "3",
+                     "--topk", "4", "--out", str(tmp_path / "p.json")])
+    f, b = np.array(r["fp32_scored_cost"]["fp32"]), np.array(r["fp32_scored_cost"]["bf16"])
+    np.testing.assert_allclose(r["rel_gap_per_pair"], (b - f) / f, rtol=1e-6)
+    assert r["pairs"] == 3 and abs(r["rel_gap_mean"]) < 0.05 and r["max_abs_plan_diff"] > 0
+    assert json.loads((tmp_path / "p.json").read_text())["rel_gap_mean"] == r["rel_gap_mean"]
