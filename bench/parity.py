@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bench.cem import DEFAULT_ITERATIONS, ENVS, build_model, make_frames
+from bench.common import environment
 
 
 def fp32_cost(model, obs: np.ndarray, goal: np.ndarray, blocks: torch.Tensor) -> np.ndarray:
@@ -84,9 +85,7 @@ def main(argv=None) -> dict:
               "bf16_no_worse_pairs": int((rel <= 0).sum()),
               "max_abs_plan_diff": float((plans["bf16"] - plans["fp32"]).abs().max()),
               "solve_wall_s": wall, "wall_s": time.perf_counter() - t0,
-              "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                              "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                              "load_avg": list(__import__("os").getloadavg())},
+              "environment": {**environment(), "load_avg": list(os.getloadavg())},
               "command": "python -m bench.parity " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"[parity] rel gap mean {rel.mean():+.3%} median {np.median(rel):+.3%} max {rel.max():+.3%} "
           f"(bf16 no worse on {report['bf16_no_worse_pairs']}/{args.envs})")

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 
 # Meaning of the `state` columns per env: (name, column, kind). kind "angle" is probed as sin and cos.
+# column may be a tuple: the sum of those columns (an absolute angle from relative joint angles).
 # Envs not listed get generic names state_0, state_1, ... (all columns, kind "linear").
-STATE_TABLES: dict[str, list[tuple[str, int, str]]] = {
+STATE_TABLES: dict[str, list[tuple[str, int | tuple[int, ...], str]]] = {
     "pusht": [("agent_x", 0, "linear"), ("agent_y", 1, "linear"), ("block_x", 2, "linear"),
               ("block_y", 3, "linear"), ("block_angle", 4, "angle")],
     "tworoom": [("agent_x", 0, "linear"), ("agent_y", 1, "linear")],
-    # shoulder is unlimited (angle); the wrist is limited to +-160 deg, so probed as is
-    "reacher": [("shoulder", 0, "angle"), ("wrist", 1, "linear"), ("shoulder_vel", 2, "linear"),
-                ("wrist_vel", 3, "linear")],
+    # shoulder is unlimited (angle); the wrist is limited to +-160 deg, so probed as is; "hand" is the
+    # second link's direction in the frame (shoulder + wrist), what the picture shows of the wrist
+    "reacher": [("shoulder", 0, "angle"), ("wrist", 1, "linear"), ("hand", (0, 1), "angle"),
+                ("shoulder_vel", 2, "linear"), ("wrist_vel", 3, "linear")],
     # qpos: 6 arm joints, 8 gripper joints, then the free cube joint (x, y, z, quaternion)
     "cube": [*[(f"arm_joint_{i}", i, "linear") for i in range(6)],
              ("cube_x", 14, "linear"), ("cube_y", 15, "linear"), ("cube_z", 16, "linear")],
@@ -48,14 +50,16 @@ def state_targets(env: str, state: np.ndarray) -> tuple[list[str], np.ndarray]:
     table = STATE_TABLES.get(env.lower()) or [(f"state_{i}", i, "linear") for i in range(state.shape[1])]
     names, cols = [], []
     for name, i, kind in table:
-        if i >= state.shape[1]:
-            raise ValueError(f"{env}: state column {i} ({name}) missing; the state has {state.shape[1]} columns")
+        idx = i if isinstance(i, tuple) else (i,)
+        if max(idx) >= state.shape[1]:
+            raise ValueError(f"{env}: state column {max(idx)} ({name}) missing; the state has {state.shape[1]} columns")
+        value = state[:, list(idx)].sum(axis=1)
         if kind == "angle":
             names += [f"{name}_sin", f"{name}_cos"]
-            cols += [np.sin(state[:, i]), np.cos(state[:, i])]
+            cols += [np.sin(value), np.cos(value)]
         else:
             names.append(name)
-            cols.append(state[:, i])
+            cols.append(value)
     return names, np.stack(cols, axis=1)
 
 

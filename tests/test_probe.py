@@ -104,6 +104,10 @@ def test_state_targets_tables():
     names, Y = state_targets("pusht", s)
     assert names == ["agent_x", "agent_y", "block_x", "block_y", "block_angle_sin", "block_angle_cos"]
     np.testing.assert_allclose(Y, [[1, 2, 3, 4, 1, 0]], atol=1e-12)
+    # Reacher's "hand" is the second link's direction in the frame: shoulder + wrist
+    names, Y = state_targets("reacher", np.array([[np.pi / 3, np.pi / 6, 0.5, -0.5]]))
+    assert names == ["shoulder_sin", "shoulder_cos", "wrist", "hand_sin", "hand_cos", "shoulder_vel", "wrist_vel"]
+    np.testing.assert_allclose(Y, [[np.sin(np.pi / 3), 0.5, np.pi / 6, 1, 0, 0.5, -0.5]], atol=1e-12)
     names, _ = state_targets("synthetic", np.zeros((3, 2)))
     assert names == ["state_0", "state_1"]
     with pytest.raises(ValueError, match="column 2 .*missing"):
