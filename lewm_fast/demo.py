@@ -28,12 +28,14 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
               "precision": "bf16", "threads": 1, "workers": 1},
     # Reacher and Cube (results/reacher-recipe, results/cube-recipe): 64 px frames the envs render themselves
     # (at 128 px, resized; Cube with render-only coarse arm meshes), the mujoco-cpu preset on one thread.
-    # Reacher: bf16 (on AVX512-BF16 it beat fp32 in 40-step trial runs; the run logged 53 clips/s:
-    # results/reacher-recipe/train-metrics.jsonl), 2400 steps in 24 min (1444 s, run-dir timestamps) beside other work.
+    # Reacher: bf16 (native on AVX512-BF16), 2400 steps, SIGReg weight 1.0: SIGReg's statistic scales with the
+    # batch (N x an ECF distance), so at batch 32 the paper's 0.09 (batch 128) presses 4x less; measured on seed-1000
+    # validation pairs, weight 0.09 / 0.36 / 1.0 planned 18% / 42% / see results/reacher-recipe/learning_curve.json
+    # at step 2400 (results/reacher-recipe/ablation/). In-process data loading (workers 0): one core per run.
     # Cube: fp32 (trained on a CPU without native bf16), the step-500 snapshot of 1000 steps, stopped for time.
     "reacher": {"episodes": 502, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
-                "max_steps": 2400, "warmup_frac": 0.02, "snapshot_every": 600,
-                "precision": "bf16", "threads": 1, "workers": 1},
+                "max_steps": 2400, "warmup_frac": 0.02, "snapshot_every": 600, "sigreg_weight": 1.0,
+                "precision": "bf16", "threads": 1, "workers": 0},
     "cube": {"episodes": 151, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
              "max_steps": 1000, "stop_after": 500, "warmup_frac": 0.02, "snapshot_every": 250, "precision": "fp32",
              "threads": 1, "workers": 1, "stop_on_success": False},
@@ -64,9 +66,9 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
     if r.get("precision") == "bf16" and cpu_has_native_bf16() is False:
         print("[demo] this CPU emulates bf16 (no AVX512-BF16 / AMX): training in fp32 instead", flush=True)
         r["precision"] = "fp32"
-    for key in ("precision", "threads", "workers"):
+    for key in ("precision", "threads", "workers", "sigreg_weight"):
         if key in r:
-            args += [f"--{key}", str(r[key])]
+            args += [f"--{key.replace('_', '-')}", str(r[key])]
     if (run / "last.pt").exists():
         args.append("--resume")   # an interrupted demo continues where it stopped
     print(f"[demo] training the {r['preset']} preset for {steps} steps -> {run}", flush=True)

@@ -44,6 +44,19 @@ def test_pusht_recipe_passes_noise_snapshots_and_threads(tmp_path, monkeypatch):
     assert ckpt.exists() and (ckpt.parent / "model-step2.safetensors").exists()
 
 
+def test_reacher_recipe_passes_its_sigreg_weight_and_loader_to_train(tmp_path, monkeypatch):
+    """RECIPE['reacher'] trains with its own SIGReg weight and in-process loading (what the shipped run used)."""
+    import lewm_fast.train
+    seen = []
+    monkeypatch.setattr(lewm_fast.train, "train", lambda args: seen.append(list(args)))
+    r = demo.RECIPE["reacher"]
+    (tmp_path / f"reacher-{r['episodes']}ep-{r['resolution']}px.h5").touch()   # data present: no collection
+    demo.run_recipe("reacher", tmp_path)
+    args = seen[0]
+    assert args[args.index("--sigreg-weight") + 1] == str(r["sigreg_weight"]) and r["sigreg_weight"] != 0.09
+    assert args[args.index("--workers") + 1] == "0" and args[args.index("--max-steps") + 1] == str(r["max_steps"])
+
+
 @pytest.mark.parametrize("name", ["tworoom", "pusht"])
 def test_shipped_checkpoint_loads_by_name_and_plans_its_env(name):
     """Every shipped model loads by name, its card's reports exist, and it plans a frame of its own env."""
