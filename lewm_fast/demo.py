@@ -30,8 +30,8 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
     # (at 128 px, resized; Cube with render-only coarse arm meshes), the mujoco-cpu preset on one thread.
     # Reacher: bf16 (native on AVX512-BF16), 2400 steps, SIGReg weight 1.0: SIGReg's statistic scales with the
     # batch (N x an ECF distance), so at batch 32 the paper's 0.09 (batch 128) presses 4x less; measured on seed-1000
-    # validation pairs, weight 0.09 / 0.36 / 1.0 planned 18% / 42% / see results/reacher-recipe/learning_curve.json
-    # at step 2400 (results/reacher-recipe/ablation/). In-process data loading (workers 0): one core per run.
+    # validation pairs at step 2400, weight 0.09 / 0.36 / 1.0 planned 18% / 42% / 70% (3.0: 44% at step 1200, where
+    # 1.0 had 64%; results/reacher-recipe/). In-process data loading (workers 0): one core per run.
     # Cube: fp32 (trained on a CPU without native bf16), the step-500 snapshot of 1000 steps, stopped for time.
     "reacher": {"episodes": 502, "resolution": 64, "preset": "mujoco-cpu", "batch_size": 32, "lr": 1e-3,
                 "max_steps": 2400, "warmup_frac": 0.02, "snapshot_every": 600, "sigreg_weight": 1.0,
