@@ -105,7 +105,7 @@ def _reacher_final_states(env, actions: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> dict:
     from lewm_fast.checkpoint import atomic_write, load_checkpoint
-    from lewm_fast.eval import DEFAULT_ITERATIONS, dataset_pairs, expert_pairs, run_episodes
+    from lewm_fast.eval import DEFAULT_ITERATIONS, dataset_pairs, expert_pairs, make_envs, run_episodes
 
     ap = argparse.ArgumentParser(prog="python -m bench.oracle_plan", description=__doc__.split("\n\n")[0])
     ap.add_argument("--env", required=True, choices=["pusht", "tworoom", "reacher"])
@@ -126,13 +126,19 @@ def main(argv=None) -> dict:
         from lewm_fast.data import EpisodeDataset
         ds = EpisodeDataset(args.dataset, columns=("state",))
     runs, t0 = {}, time.perf_counter()
+    # one planner and one set of envs for all seeds, as lewm_fast.eval.evaluate: reseeded / reset per seed
+    planner = SimulatorPlanner(args.env, ckpt.stats["action"], frameskip=ckpt.model.cfg.frameskip,
+                               num_samples=args.num_samples, iterations=iters, topk=args.topk, seed=seeds[0])
+    envs = make_envs(args.env, args.num_eval)
     for seed in seeds:
-        planner = SimulatorPlanner(args.env, ckpt.stats["action"], frameskip=ckpt.model.cfg.frameskip,
-                                   num_samples=args.num_samples, iterations=iters, topk=args.topk, seed=seed)
+        planner.generator.manual_seed(seed)
         pairs = dataset_pairs(ds, args.num_eval, 25, seed) if ds is not None else \
             expert_pairs(args.env, args.num_eval, 25, seed)
-        runs[str(seed)] = run_episodes(args.env, pairs, "cem", planner, seed=seed)
+        runs[str(seed)] = run_episodes(args.env, pairs, "cem", planner, seed=seed, envs=envs)
         print(f"[oracle] {args.env} seed {seed}: {runs[str(seed)]['success_rate']:.0%}", flush=True)
+    for e in envs + [planner.scratch]:
+        if e is not None:
+            e.close()
     rates = np.array([r["success_rate"] for r in runs.values()])
     report = {"env": args.env, "policy": "cem over the simulator (true-state cost)",
               "action_stats_from": str(args.checkpoint or args.env),

@@ -156,24 +156,22 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
         if len(active) == 0:
             break
         need = [i for i in active if not buffers[i]]
-        if need and from_states:
-            t0 = time.perf_counter()
-            actions = planner.plan_states([envs[i] for i in need], pairs["goal_states"][need], env_ids=need)
+        if need and policy not in ("random", "replay"):
+            if from_states:
+                t0 = time.perf_counter()
+                actions = planner.plan_states([envs[i] for i in need], pairs["goal_states"][need], env_ids=need)
+                frameskip = planner.frameskip
+            else:
+                t0 = time.perf_counter()
+                frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
+                env_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                actions = planner.plan(frames, goal_px[need]).actions.numpy().astype(np.float64)
+                frameskip = planner.cfg.frameskip
             solve_latency.append(time.perf_counter() - t0)
             solves += 1
             for row, i in enumerate(need):
-                buffers[i] = list(actions[row, :receding_horizon * planner.frameskip])
-        elif need and policy not in ("random", "replay"):
-            t0 = time.perf_counter()
-            frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
-            env_time += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            res = planner.plan(frames, goal_px[need])
-            solve_latency.append(time.perf_counter() - t0)
-            solves += 1
-            keep = receding_horizon * planner.cfg.frameskip
-            for row, i in enumerate(need):
-                buffers[i] = list(res.actions[row, :keep].numpy().astype(np.float64))
+                buffers[i] = list(actions[row, :receding_horizon * frameskip])
         t0 = time.perf_counter()
         for i in active:
             if policy == "random":
