@@ -166,7 +166,8 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
                 frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
                 env_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                actions = planner.plan(frames, goal_px[need]).actions.numpy().astype(np.float64)
+                # env_ids: env i keeps drawing from its own noise stream as other envs finish (batch invariance)
+                actions = planner.plan(frames, goal_px[need], env_ids=need).actions.numpy().astype(np.float64)
                 frameskip = planner.cfg.frameskip
             solve_latency.append(time.perf_counter() - t0)
             solves += 1

@@ -132,3 +132,34 @@ def test_video_grid(tmp_path):
     assert (w, h) == (2 * (96 + 4), 2 * (96 + 4))                   # 3 episodes on a 2 x 2 grid
     # replayed expert actions reach every goal: all borders green in the last frame
     assert (last[0, 0] == (40, 170, 60)).all() and (last[0, 100] == (40, 170, 60)).all()
+
+
+def test_each_env_keeps_its_noise_stream_as_others_finish(tmp_path):
+    """run_episodes tells the planner which envs the rows are: once env 0 has succeeded, env 1's next
+    solve draws from env 1's stream (its plan equals a B=1 solve of env 1 on the same inputs), not env 0's."""
+    from lewm_fast.checkpoint import save_checkpoint
+    from lewm_fast.eval import expert_pairs, run_episodes
+    from lewm_fast.planner import Planner
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, random_model(LeWMConfig.tiny()), {"action": {"mean": np.zeros(2), "std": np.ones(2)}})
+    pairs = expert_pairs("tworoom", 2, goal_offset=25, seed=3)
+    pairs["goal_states"][0] = pairs["start_states"][0]           # env 0 succeeds on its first step
+    calls = []
+
+    class Recording(Planner):
+        def plan(self, obs, goal, *args, **kw):
+            out = super().plan(obs, goal, *args, **kw)
+            calls.append((np.array(obs), np.array(goal), list(kw.get("env_ids")), out.actions.clone()))
+            return out
+
+    kw = dict(num_samples=16, iterations=2, topk=4, seed=5, device="cpu")
+    rep = run_episodes("tworoom", pairs, "cem", Recording.from_checkpoint(str(ckpt), **kw), budget=30, seed=0)
+    assert rep["first_success_step"][0] == 1 and rep["first_success_step"][1] == -1
+    assert [c[2] for c in calls] == [[0, 1], [1]]
+    # replay env 1's two solves alone through env 1's stream of a fresh planner with the same seed
+    alone = Planner.from_checkpoint(str(ckpt), **kw)
+    for obs, goal, ids, actions in calls:
+        row = ids.index(1)
+        mine = alone.plan(obs[row:row + 1], goal[row:row + 1], env_ids=[1]).actions
+        torch.testing.assert_close(mine[0], actions[row])
