@@ -18,9 +18,15 @@ from pathlib import Path
 MAX_BYTES = 40 * 2**20
 
 
+def file_name(path: str | None) -> str | None:
+    """A dataset as the card names it: its file name (where it lay on the training machine means nothing
+    to a reader; the recipe's collect command says how to make it)."""
+    return None if path is None else Path(path).name
+
+
 def summarise(path: Path) -> dict:
     rep = json.loads(path.read_text())
-    return {"report": str(path), "policy": rep["policy"], "pairs": rep["pairs"], "dataset": rep.get("dataset"),
+    return {"report": str(path), "policy": rep["policy"], "pairs": rep["pairs"], "dataset": file_name(rep.get("dataset")),
             "protocol": rep["protocol"], "planner": rep.get("planner"),
             "success_rate_mean": rep["success_rate_mean"], "success_rate_std": rep["success_rate_std"],
             "per_seed": {s: r["success_rate"] for s, r in rep["runs"].items()}}
@@ -60,7 +66,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{src} is {src.stat().st_size / 2**20:.1f} MB; shipped models must be <= 40 MB")
     ckpt = load_checkpoint(src)
     card = {"name": args.name, "env": args.env, "file": f"{args.name}.safetensors", "size_mb": round(src.stat().st_size / 2**20, 2),
-            "parameters": count_parameters(ckpt.model), "config": ckpt.config.to_dict(), "info": ckpt.info,
+            "parameters": count_parameters(ckpt.model), "config": ckpt.config.to_dict(),
+            "info": {**ckpt.info, **({"data": file_name(ckpt.info["data"])} if ckpt.info.get("data") else {})},
             "recipe": args.recipe, "evaluations": {}, "references": {}}
     for item in args.report:
         label, _, path = item.partition("=")
@@ -74,7 +81,7 @@ def main(argv=None) -> dict:
         with open_h5(args.data) as f:
             meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
         src_data = EpisodeFile(args.data)
-        card["data"] = {"path": args.data, "episodes": int(len(src_data.ep_len)), "frames": int(src_data.ep_len.sum()),
+        card["data"] = {"file": file_name(args.data), "episodes": int(len(src_data.ep_len)), "frames": int(src_data.ep_len.sum()),
                         "metadata": meta}
     if args.train_log:
         rows = [json.loads(ln) for ln in Path(args.train_log).read_text().splitlines() if ln.strip()]
@@ -92,7 +99,7 @@ def main(argv=None) -> dict:
         info = {**ckpt.info, "env": {"name": args.env, "action_dim": ckpt.config.env_action_dim,
                                      "image_size": [ckpt.config.image_size] * 2}}
         save_checkpoint(dst, ckpt.model, ckpt.stats, info)
-        card["info"] = info
+        card["info"] = {**card["info"], "env": info["env"]}
     else:
         atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
     atomic_write(PRETRAINED_DIR / f"{args.name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))

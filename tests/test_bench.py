@@ -239,3 +239,30 @@ def test_parity_scores_both_precisions_with_the_fp32_model(tmp_path):
     np.testing.assert_allclose(r["rel_gap_per_pair"], (b - f) / f, rtol=1e-6)
     assert r["pairs"] == 3 and abs(r["rel_gap_mean"]) < 0.05 and r["max_abs_plan_diff"] > 0
     assert json.loads((tmp_path / "p.json").read_text())["rel_gap_mean"] == r["rel_gap_mean"]
+
+
+def test_model_card_reads_rates_from_reports_and_names_datasets_by_file(tmp_path, monkeypatch):
+    # the card's success rates are the reports' own, and datasets are named by file, not by where they lay
+    import lewm_fast.checkpoint as ck
+    from bench import model_card
+    from helpers import random_model
+    from lewm_fast.model import LeWMConfig
+
+    cfg = LeWMConfig.tiny()
+    src = tmp_path / "run" / "model.safetensors"
+    src.parent.mkdir()
+    ck.save_checkpoint(src, random_model(cfg), info={"data": "/somewhere/data/train.h5", "env": {
+        "name": "tworoom", "action_dim": cfg.env_action_dim, "image_size": [cfg.image_size] * 2}})
+    rep = {"policy": "cem", "pairs": "dataset", "dataset": "/somewhere/data/heldout.h5", "protocol": {"seeds": [1, 2]},
+           "planner": None, "success_rate_mean": 0.5, "success_rate_std": 0.1,
+           "runs": {"1": {"success_rate": 0.4}, "2": {"success_rate": 0.6}}}
+    (tmp_path / "eval.json").write_text(json.dumps(rep))
+    monkeypatch.setattr(ck, "PRETRAINED_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    card = model_card.main(["--name", "demo", "--env", "tworoom", "--checkpoint", str(src), "--recipe", "r",
+                            "--report", f"ds={tmp_path / 'eval.json'}", "--wall-time", "train=12.5"])
+    ev = card["evaluations"]["ds"]
+    assert ev["success_rate_mean"] == 0.5 and ev["per_seed"] == {"1": 0.4, "2": 0.6}
+    assert ev["dataset"] == "heldout.h5" and card["info"]["data"] == "train.h5" and card["wall_time_s"] == {"train": 12.5}
+    assert json.loads((tmp_path / "shipped" / "demo.json").read_text()) == json.loads(json.dumps(card))
+    assert ck.load_checkpoint(tmp_path / "shipped" / "demo.safetensors").info["env"]["name"] == "tworoom"
