@@ -25,15 +25,12 @@ import torch
 
 
 def true_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float:
-    if env_name == "pusht":
-        pos = np.linalg.norm(state[:4] - goal[:4])
-        ang = abs((state[4] - goal[4] + np.pi) % (2 * np.pi) - np.pi)
-        return float(np.hypot(pos / 20.0, ang / (np.pi / 9)))
-    if env_name == "tworoom":
-        return float(np.linalg.norm(state[:2] - goal[:2]) / 16.0)
-    if env_name == "reacher":   # qpos_match: each joint within 0.05 rad, angles not wrapped (as the env)
-        return float(np.linalg.norm(state[:2] - goal[:2]) / 0.05)
-    raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom, reacher)")
+    from lewm_fast.eval import goal_distance
+
+    d = goal_distance(env_name, state, goal)
+    if d is None:
+        raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom, reacher)")
+    return d
 
 
 def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, num_candidates: int = 64,

@@ -98,6 +98,12 @@ def test_expert_pairs_are_deterministic_and_reachable():
     # the goal is where the expert's own 25 actions lead: replaying them from the start reaches it exactly
     rep = evaluate("tworoom", policy="replay", seeds=(3,), num_eval=6, goal_offset=25, budget=25)
     assert rep["pairs"] == "expert" and rep["success_rate_mean"] == 1.0
+    # every replay ends inside the success radius (distance in units of the test: < 1), from starts outside it
+    run = rep["runs"]["3"]
+    assert max(run["final_distance"]) < 1 <= min(run["start_distance"]) and rep["final_distance_mean"] < 1
+    from lewm_fast.eval import goal_distance
+    assert goal_distance("tworoom", np.array([16.0, 0.0]), np.zeros(2)) == 1.0
+    assert goal_distance("cube", np.zeros(3), np.zeros(3)) is None
 
 
 def test_planner_on_a_smaller_model_resizes_env_frames_like_collect(tmp_path):
