@@ -266,3 +266,17 @@ def test_model_card_reads_rates_from_reports_and_names_datasets_by_file(tmp_path
     assert ev["dataset"] == "heldout.h5" and card["info"]["data"] == "train.h5" and card["wall_time_s"] == {"train": 12.5}
     assert json.loads((tmp_path / "shipped" / "demo.json").read_text()) == json.loads(json.dumps(card))
     assert ck.load_checkpoint(tmp_path / "shipped" / "demo.safetensors").info["env"]["name"] == "tworoom"
+
+
+def test_cost_ranking_scores_cems_own_plan_against_the_experts():
+    # --cem: one CEM solve's plan joins the candidates; with the shipped TwoRoom model (which plans) it ends
+    # within a few success radii of the goal, and the expert/random statistics are unchanged by it
+    from bench.cost_ranking import rank_pairs
+    kw = dict(num_pairs=3, num_candidates=6, progress=False)
+    base = rank_pairs("lewm_fast/pretrained/tworoom.safetensors", "tworoom", **kw)
+    rep = rank_pairs("lewm_fast/pretrained/tworoom.safetensors", "tworoom", cem=(64, 5), **kw)
+    assert rep["cem"]["cem_true_mean"] < 3 and 0 <= rep["cem"]["cem_scored_below_expert"] <= 3
+    for a, b in zip(base["per_pair"], rep["per_pair"]):
+        assert 0 <= b["cem_rank_planned"] <= 6 and b["expert_planned"] > 0
+        assert a["spearman_planned"] == pytest.approx(b["spearman_planned"], abs=1e-6)
+        assert a["expert_rank_planned"] == b["expert_rank_planned"]
