@@ -277,6 +277,7 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
             "planner": None if planner is None else {"backend": planner.backend, "precision": planner.precision,
                                                      "solver": policy, "num_samples": planner.solver.num_samples,
                                                      "iterations": planner.solver.iterations,
+                                                     "var_scale": getattr(planner.solver, "var_scale", None),
                                                      "horizon": planner.horizon, "device": str(planner.device)},
             "success_rate_mean": float(rates.mean()), "success_rate_std": float(rates.std()),
             "final_distance_mean": (None if any(r["mean_final_distance"] is None for r in runs.values())
@@ -298,6 +299,8 @@ def main(argv=None):
     ap.add_argument("--receding-horizon", type=int, default=5, help="planned blocks executed before replanning")
     ap.add_argument("--num-samples", type=int, default=300, help="CEM candidates per iteration")
     ap.add_argument("--topk", type=int, default=30, help="elites per iteration (at most --num-samples)")
+    ap.add_argument("--var-scale", type=float, default=1.0,
+                    help="std of the first CEM iteration's samples, in normalised action units (default 1, the reference's)")
     ap.add_argument("--iterations", type=int, default=None,
                     help="CEM iterations (default: 30 on pusht, 10 on the others, as the paper)")
     ap.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -316,6 +319,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     for name in ("num_eval", "goal_offset", "budget", "receding_horizon", "num_samples", "topk", "iterations"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
+    if not args.var_scale > 0:
+        raise SystemExit(f"--var-scale must be > 0, got {args.var_scale}")
     if args.topk > args.num_samples:
         raise SystemExit(f"--num-samples {args.num_samples} is below --topk {args.topk}")
     try:
@@ -325,7 +330,7 @@ def main(argv=None):
     report = evaluate(args.env, args.dataset, args.checkpoint, args.policy,
                       seeds, args.num_eval, args.goal_offset, args.budget,
                       args.receding_horizon, args.device, args.backend, args.precision,
-                      {"num_samples": args.num_samples, "topk": args.topk,
+                      {"num_samples": args.num_samples, "topk": args.topk, "var_scale": args.var_scale,
                        "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
                       {"resolution": args.resolution} if args.resolution else None, video=args.video)
     report["torch_threads"] = torch.get_num_threads()

@@ -169,3 +169,20 @@ def test_each_env_keeps_its_noise_stream_as_others_finish(tmp_path):
         row = ids.index(1)
         mine = alone.plan(obs[row:row + 1], goal[row:row + 1], env_ids=[1]).actions
         torch.testing.assert_close(mine[0], actions[row])
+
+
+def test_var_scale_reaches_the_solver_and_bad_values_are_refused(pusht_file, tmp_path):
+    from lewm_fast.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, random_model(LeWMConfig.tiny(), scale=0.3),
+                    stats={"action": {"mean": np.zeros(2, np.float32), "std": np.full(2, 0.5, np.float32)}})
+    common = ["--env", "pusht", "--dataset", pusht_file, "--checkpoint", str(ckpt), "--num-eval", "2",
+              "--goal-offset", "5", "--budget", "5", "--seeds", "1", "--num-samples", "8", "--topk", "2",
+              "--iterations", "1", "--resolution", "32"]
+    out = tmp_path / "r.json"
+    main(common + ["--var-scale", "0.25", "--out", str(out)])
+    assert json.loads(out.read_text())["planner"]["var_scale"] == 0.25
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit, match="var-scale"):
+            main(common + ["--var-scale", bad])
