@@ -390,7 +390,10 @@ def evaluate(model: LeWM, val_set, sigreg: SIGReg, args, device, amp, max_batche
     """Mean validation loss terms (eval mode; SIGReg projections from a fixed seed so epochs compare)."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(0)
-    loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    # a fixed shuffled order: unshuffled batches are consecutive clips of one episode, whose embeddings are far
+    # from isotropic, so SIGReg (a statistic of the batch as a sample) would not compare with training's
+    loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                         generator=torch.Generator().manual_seed(0))
     sums, n = {}, 0
     for i, batch in enumerate(loader):
         if i >= max_batches:

@@ -162,3 +162,26 @@ def test_stop_after_keeps_the_schedule_and_resumes_to_the_same_run(data, tmp_pat
     y = torch.load(part_dir / "last.pt", weights_only=True)["model"]
     for k in x:
         assert torch.equal(x[k], y[k]), f"resumed run diverged at {k}"
+
+
+def test_validation_batches_are_a_fixed_shuffled_sample(monkeypatch):
+    # unshuffled validation batches would be consecutive clips of one episode (SIGReg of such a batch is not
+    # comparable to training's); the order is shuffled, and the same at every evaluation (epochs compare)
+    from types import SimpleNamespace
+
+    from lewm_fast import train as tr
+
+    seen = []
+
+    def fake_loss(model, pixels, action, sigreg, weight, generator=None):
+        seen.append(pixels.flatten().tolist())
+        return {"loss": torch.tensor(0.0), "pred_loss": torch.tensor(0.0), "sigreg": torch.tensor(0.0)}
+
+    monkeypatch.setattr(tr, "lewm_loss", fake_loss)
+    val = [{"pixels": torch.tensor([float(i)]), "action": torch.zeros(1)} for i in range(64)]
+    args = SimpleNamespace(batch_size=8, sigreg_weight=1.0)
+    for _ in range(2):
+        tr.evaluate(torch.nn.Identity(), val, None, args, "cpu", {"device_type": "cpu", "enabled": False})
+    first, again = seen[:8], seen[8:]
+    assert first == again and sorted(sum(first, [])) == [float(i) for i in range(64)]
+    assert first[0] != [float(i) for i in range(8)]
