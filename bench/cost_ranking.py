@@ -54,6 +54,8 @@ def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, nu
     if goal_offset % cfg.frameskip:
         raise ValueError(f"goal_offset {goal_offset} is not a multiple of the frameskip {cfg.frameskip}")
     T = goal_offset // cfg.frameskip
+    if cem and planner.horizon != T:
+        raise ValueError(f"--cem needs goal_offset = planner horizon x frameskip ({planner.horizon * cfg.frameskip})")
     env_kwargs = resolution_kwargs(env_name, cfg.image_size)   # frames made as the model's data were
     pairs = expert_pairs(env_name, num_pairs, goal_offset, seed, env_kwargs)
     env = make(env_name, **env_kwargs)
@@ -70,8 +72,6 @@ def rank_pairs(checkpoint: str, env_name: str = "pusht", num_pairs: int = 20, nu
         start_env()
         start_frame = env.render()
         if cem:     # the search's own plan, from the frame the evaluation would give it, as candidate K
-            if planner.horizon != T:
-                raise ValueError(f"--cem needs goal_offset = planner horizon x frameskip ({planner.horizon * cfg.frameskip})")
             res = planner.plan(fit_frames(start_frame[None], cfg.image_size),
                                fit_frames(pairs["goal_pixels"][i:i + 1], cfg.image_size), env_ids=[i])
             raw = torch.cat([raw, res.actions.float()])
@@ -139,8 +139,9 @@ def main(argv=None) -> dict:
     if args.cem:
         try:
             cem = tuple(int(v) for v in args.cem.split(","))
-            assert len(cem) == 2 and min(cem) >= 1
-        except (ValueError, AssertionError):
+        except ValueError:
+            cem = ()
+        if len(cem) != 2 or min(cem) < 1:
             ap.error(f"--cem wants SAMPLES,ITERATIONS (two positive ints), got {args.cem!r}")
     rep = rank_pairs(args.checkpoint, args.env, args.pairs, args.candidates, seed=args.seed, cem=cem)
     rep["wall_time_s"] = time.perf_counter() - t0

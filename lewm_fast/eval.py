@@ -35,14 +35,18 @@ def goal_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float |
     PushT combines position and angle), or None where the test is not a distance (Cube).
     A continuous view of progress where the binary success rate is near 0 or 1."""
     state, goal = np.asarray(state, np.float64), np.asarray(goal, np.float64)
-    if env_name == "pusht":    # agent + block positions within 20 px, block angle within pi/9
+    # thresholds from the envs' own success tests (imported per env: each module needs its simulator)
+    if env_name == "pusht":    # agent + block positions jointly within SUCCESS_POS, block angle within SUCCESS_ANGLE
+        from lewm_fast.envs.pusht import SUCCESS_ANGLE, SUCCESS_POS
         pos = np.linalg.norm(state[:4] - goal[:4])
         ang = abs((state[4] - goal[4] + np.pi) % (2 * np.pi) - np.pi)
-        return float(np.hypot(pos / 20.0, ang / (np.pi / 9)))
+        return float(np.hypot(pos / SUCCESS_POS, ang / SUCCESS_ANGLE))
     if env_name == "tworoom":
-        return float(np.linalg.norm(state[:2] - goal[:2]) / 16.0)
-    if env_name == "reacher":   # qpos_match: each joint within 0.05 rad, angles not wrapped (as the env)
-        return float(np.linalg.norm(state[:2] - goal[:2]) / 0.05)
+        from lewm_fast.envs.tworoom import SUCCESS_DIST
+        return float(np.linalg.norm(state[:2] - goal[:2]) / SUCCESS_DIST)
+    if env_name == "reacher":   # qpos_match: each joint within QPOS_THRESHOLD, angles not wrapped (as the env)
+        from lewm_fast.envs.reacher import QPOS_THRESHOLD
+        return float(np.linalg.norm(state[:2] - goal[:2]) / QPOS_THRESHOLD)
     return None
 
 

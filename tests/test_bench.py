@@ -280,3 +280,10 @@ def test_cost_ranking_scores_cems_own_plan_against_the_experts():
         assert 0 <= b["cem_rank_planned"] <= 6 and b["expert_planned"] > 0
         assert a["spearman_planned"] == pytest.approx(b["spearman_planned"], abs=1e-6)
         assert a["expert_rank_planned"] == b["expert_rank_planned"]
+
+
+@pytest.mark.parametrize("bad", ["300", "0,5", "a,b", "300,30,1"])
+def test_cost_ranking_refuses_a_malformed_cem(bad):
+    from bench import cost_ranking
+    with pytest.raises(SystemExit):
+        cost_ranking.main(["--checkpoint", "tworoom", "--env", "tworoom", "--cem", bad])
