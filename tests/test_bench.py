@@ -287,3 +287,27 @@ def test_cost_ranking_refuses_a_malformed_cem(bad):
     from bench import cost_ranking
     with pytest.raises(SystemExit):
         cost_ranking.main(["--checkpoint", "tworoom", "--env", "tworoom", "--cem", bad])
+
+
+def test_encoder_ceiling_learns_what_the_frames_show(tmp_path):
+    """bench.encoder_ceiling: the checkpoint's architecture, trained on the state, exposes the moving square's
+    position to the same probes far better than it starts (its loss falls; probed R^2 is high)."""
+    from bench.encoder_ceiling import main as ceiling
+    from lewm_fast.checkpoint import save_checkpoint
+    from lewm_fast.model import LeWMConfig
+    from tests.helpers import random_model, write_synthetic
+
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, random_model(LeWMConfig.tiny(), seed=5))
+    train = write_synthetic(tmp_path / "train.h5", n_episodes=60, length=30, seed=0)
+    held = write_synthetic(tmp_path / "held.h5", n_episodes=30, length=20, seed=1)   # 6 test episodes
+    rep = ceiling(["--env", "synthetic", "--checkpoint", str(ckpt), "--data", train, "--probe-dataset", held,
+                   "--steps", "400", "--batch-size", "32", "--lr", "1e-3", "--precision", "fp32", "--max-frames", "600",
+                   "--mlp-steps", "100", "--out", str(tmp_path / "out"), "--no-progress"])
+    first, last = rep["supervised"]["loss_first_last_tenth"]
+    assert last < 0.5 * first
+    sup = rep["probe_r2"]["supervised"]
+    assert set(sup) == {"state_0", "state_1"} and set(rep["probe_r2"]["jepa"]) == set(sup)
+    jepa = rep["probe_r2"]["jepa"]   # the random-weight checkpoint, probed the same way
+    assert all(sup[q]["linear"] > 0.7 and sup[q]["linear"] > jepa[q]["linear"] + 0.3 for q in sup), (sup, jepa)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["probe_r2"] == json.loads(json.dumps(rep["probe_r2"]))
