@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -30,11 +31,11 @@ def train_supervised(cfg, src, env: str, steps: int, batch_size: int, lr: float,
     from tqdm import tqdm
 
     from lewm_fast.model import LeWM
-    from lewm_fast.probe import sample_rows, state_targets
+    from lewm_fast.probe import state_targets
 
     torch.manual_seed(seed)
     model = LeWM(cfg)
-    rows, _ = sample_rows(src, src.n_rows, seed)               # every row, sorted
+    rows = np.flatnonzero(src.episode_of_rows() >= 0)          # every row of an episode, sorted
     names, Y = state_targets(env, src.cache["state"][rows])
     mean, std = Y.mean(0), Y.std(0) + 1e-12
     Z = torch.from_numpy(((Y - mean) / std).astype(np.float32))
@@ -65,12 +66,9 @@ def train_supervised(cfg, src, env: str, steps: int, batch_size: int, lr: float,
 
 
 def probe_model(model, env: str, probe_src, max_frames: int, seed: int, mlp_steps: int) -> dict:
-    from lewm_fast.probe import _Rows, embed_frames, fit_probes, sample_rows, state_targets
+    from lewm_fast.probe import probe_episode_file
 
-    rows, row_episode = sample_rows(probe_src, max_frames, seed)
-    names, Y = state_targets(env, probe_src.cache["state"][rows])
-    X = embed_frames(model, _Rows(probe_src, rows))
-    result = fit_probes(X, Y, row_episode, names, seed=seed, mlp_kwargs={"max_steps": mlp_steps})
+    result, _ = probe_episode_file(model, env, probe_src, max_frames, seed, mlp_kwargs={"max_steps": mlp_steps})
     return {name: {kind: q[kind]["r2"] for kind in ("linear", "mlp")} for name, q in result["quantities"].items()}
 
 
@@ -118,7 +116,7 @@ def main(argv=None) -> dict:
                                                  float(np.mean(history[-max(1, args.steps // 10):]))]},
         "probe_r2": {"supervised": probe_model(model, args.env, probe_src, args.max_frames, args.seed, args.mlp_steps),
                      "jepa": probe_model(ckpt.model, args.env, probe_src, args.max_frames, args.seed, args.mlp_steps)},
-        "command": "python -m bench.encoder_ceiling " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "python -m bench.encoder_ceiling " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,13 +50,10 @@ def train_loss_near(run: Path, step: int, window: int = 50) -> float | None:
 def linear_probe(checkpoint: Path, env: str, dataset: str, max_frames: int, seed: int = 0) -> dict:
     from lewm_fast.checkpoint import load_checkpoint
     from lewm_fast.data import EpisodeFile
-    from lewm_fast.probe import _Rows, embed_frames, fit_probes, sample_rows, state_targets
+    from lewm_fast.probe import probe_episode_file
 
     src = EpisodeFile(dataset, columns=("state",))
-    rows, episode = sample_rows(src, max_frames, seed)
-    names, Y = state_targets(env, src.cache["state"][rows])
-    X = embed_frames(load_checkpoint(checkpoint).model, _Rows(src, rows), 512, "projector", progress=False)
-    res = fit_probes(X, Y, episode, names, seed=seed, mlp=False)
+    res, _ = probe_episode_file(load_checkpoint(checkpoint).model, env, src, max_frames, seed, mlp=False)
     return {name: q["linear"]["r2"] for name, q in res["quantities"].items()}
 
 

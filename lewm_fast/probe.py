@@ -295,6 +295,19 @@ def fit_probes(embeddings: np.ndarray, targets: np.ndarray, episode_ids: np.ndar
             "predictions": {"true": Y[te], **{k: p * sy + my for k, p in preds.items()}}, "names": names}
 
 
+def probe_episode_file(model, env: str, src, max_frames: int, seed: int = 0, *, batch_size: int = 512,
+                       features: str = "projector", mlp: bool = True, mlp_kwargs: dict | None = None,
+                       test_fraction: float = 0.2, device="cpu", progress: bool = False) -> tuple[dict, np.ndarray]:
+    """Sample up to max_frames rows of an EpisodeFile (with a `state` column), embed them with the frozen
+    model and fit the probes of env's state quantities: (fit_probes' result, the embeddings)."""
+    rows, row_episode = sample_rows(src, max_frames, seed)
+    names, Y = state_targets(env, src.cache["state"][rows])
+    X = embed_frames(model, _Rows(src, rows), batch_size, features, progress=progress)
+    result = fit_probes(X, Y, row_episode, names, test_fraction=test_fraction, seed=seed, mlp=mlp,
+                        mlp_kwargs=mlp_kwargs, device=device)
+    return result, X
+
+
 def angle_errors(result: dict) -> dict:
     """Mean absolute angle error (radians) of every sin/cos pair, recombined with atan2."""
     names, P = result["names"], result["predictions"]
@@ -395,19 +408,18 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = load_checkpoint(args.checkpoint, device=device)
     check_env(ckpt, args.env, args.checkpoint)
     model = ckpt.model
-    rows, row_episode = sample_rows(src, args.max_frames, args.seed)
-    names, Y = state_targets(args.env, src.cache["state"][rows])
-    X = embed_frames(model, _Rows(src, rows), args.batch_size, args.features, progress=not args.no_progress)
-    result = fit_probes(X, Y, row_episode, names, test_fraction=args.test_fraction, seed=args.seed,
-                        mlp=not args.no_mlp, mlp_kwargs={"max_steps": args.mlp_steps}, device=device)
+    result, X = probe_episode_file(model, args.env, src, args.max_frames, args.seed, batch_size=args.batch_size,
+                                   features=args.features, mlp=not args.no_mlp,
+                                   mlp_kwargs={"max_steps": args.mlp_steps}, test_fraction=args.test_fraction,
+                                   device=device, progress=not args.no_progress)
     out = Path(args.out)
     report = {"env": args.env, "checkpoint": str(args.checkpoint), "dataset": str(args.dataset),
-              "features": args.features, "frames": int(len(rows)), "embed_dim": int(X.shape[1]), "seed": args.seed,
+              "features": args.features, "frames": int(len(X)), "embed_dim": int(X.shape[1]), "seed": args.seed,
               "mse_units": "standardised (training std of each target)",
               "quantities": result["quantities"], "angle_mean_abs_error_rad": angle_errors(result),
               "split": result["split"], "mlp": result["mlp"]}
     atomic_write(out / "probe.json", lambda tmp: Path(tmp).write_text(json.dumps(json_safe(report), indent=1, allow_nan=False)))
-    plot_probes(result, out / "probe.png", title=f"{args.env} probes ({args.features}, {len(rows)} frames)")
+    plot_probes(result, out / "probe.png", title=f"{args.env} probes ({args.features}, {len(X)} frames)")
     print(format_table(result))
     if result["split"]["test_episodes"] < 5:
         print(f"warning: only {result['split']['test_episodes']} test episode(s); R^2 is relative to the test set's own "
