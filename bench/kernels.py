@@ -1,15 +1,17 @@
 """Benchmark the predictor's Triton kernels against their torch references: `python -m bench.kernels`.
 
-Times (triton.testing.do_bench, median, ms) each kernel and the whole predictor forward at planner sizes
-(300 candidates x 1 or 50 environments, windows of T = 1 and 3 frames, D = 192) in three modes: fp32 with
-exact products ("ieee"; torch with TF32 off), fp32 with TF32 (torch with TF32 on) and bf16. Writes
+Times (triton.testing.do_bench, median, ms) each kernel and the planner's predictor step
+(TritonPredictor.window against EagerPredictor.window: a window of T new tokens, and for T > 1 its last
+token from the KV cache of the others) at planner sizes (300 candidates x 1 or 50 environments, windows
+of T = 1 and 3 frames, D = 192) in four modes: fp32 with exact products ("ieee"; torch with TF32 off),
+fp32 with TF32 (torch with TF32 on), the planner's bf16 (bf16 matmul operands, fp32 activations) and a
+model stored in bf16 (kernels only: the predictor step keeps fp32 activations). Writes
 bench/reports/kernels-<device>-<time>.json atomically. Needs CUDA: on a CPU it says so and exits 0 (the
 interpreter's timings would say nothing about GPU speed; correctness is covered by tests/kernels).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -24,20 +26,39 @@ MODES = {"fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf3
          "bf16-weights": (torch.float32, "bf16"), "bf16": (torch.bfloat16, "ieee")}
 
 
-def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> list[dict]:
+def step_cases(triton, eager, emb, act) -> dict:
+    """name -> (Triton step, eager step) launches: the window's T tokens from position 0, and (T > 1) its
+    last token from the KV cache of the others, as the growing window's steps run."""
+    T = emb.shape[1]
+
+    def prepared(step):
+        step.begin(act)
+        cache = step.window(emb[:, :T - 1], 0, 0, None, keep_cache=True)[1] if T > 1 else None
+        return (lambda: step.window(emb, 0, 0, None, False),
+                lambda: step.window(emb[:, T - 1:], 0, T - 1, cache, False))
+
+    (t_full, t_cached), (e_full, e_cached) = prepared(triton), prepared(eager)
+    cases = {f"predictor step({T} new)": (t_full, e_full)}
+    if T > 1:
+        cases[f"predictor step(1 new, {T - 1} cached)"] = (t_cached, e_cached)
+    return cases
+
+
+def bench_case(N: int, T: int, mode: str, model, do_bench, dev: str = "cuda") -> list[dict]:
     from lewm_fast.kernels.adaln_modulation import adaln_modulation, adaln_modulation_ref
     from lewm_fast.kernels.attention import attention, attention_ref
     from lewm_fast.kernels.mlp import mlp, mlp_ref
     from lewm_fast.kernels.norm_modulate import norm_modulate, norm_modulate_ref
-    from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_triton
+    from lewm_fast.model import pack_predictor
+    from lewm_fast.planning.backends import EagerPredictor, TritonPredictor
 
     dtype, precision = MODES[mode]
     kp = "tf32" if precision == "tf32" else "ieee"
     # the torch side gets the matching fp32 matmul mode, so "ieee" compares exact with exact; for
-    # "bf16-weights" it runs in bf16 (kernels: pure bf16 refs; predictor: fp32 model under bf16 autocast)
+    # "bf16-weights" it runs in bf16 (kernels: pure bf16 refs; predictor step: EagerPredictor in "bf16")
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     D = 192
-    packed = pack_predictor(pred, precision=precision, dtype=dtype)
+    packed = pack_predictor(model.predictor, precision=precision, dtype=dtype)
     blk = packed.blocks[0]
     ref_dtype = torch.bfloat16 if precision == "bf16" else dtype
     w = lambda t: t.to(ref_dtype)  # noqa: E731
@@ -52,13 +73,6 @@ def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> 
     rxn = xn.to(ref_dtype)
     mlp_args = (x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1, blk.w2, blk.b2)
     rmlp_args = (rx, rshift, rscale, rgate) + tuple(w(t) for t in mlp_args[4:])
-    eager = copy.deepcopy(pred).to(dtype)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    def eager_forward():
-        with autocast:
-            return eager(emb, act)
-
     cases = {
         "adaln_modulation(all 6 blocks)": (lambda: adaln_modulation(act, packed.mod_w, packed.mod_b, precision=kp),
                                            lambda: adaln_modulation_ref(act.to(ref_dtype), w(packed.mod_w),
@@ -69,11 +83,11 @@ def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> 
             lambda: attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision=kp),
             lambda: attention_ref(rxn, w(blk.w_qkv), w(blk.w_out), w(blk.b_out), rx, rgate, packed.heads)),
         "mlp(norms+mlp+residual)": (lambda: mlp(*mlp_args, precision=kp), lambda: mlp_ref(*rmlp_args)),
-        "predictor_forward": (lambda: predictor_forward_triton(packed, emb, act, precision=precision),
-                              eager_forward),
-        "predictor_forward(last_only)": (
-            lambda: predictor_forward_triton(packed, emb, act, precision=precision, last_only=True), eager_forward),
     }
+    if dtype == torch.float32:     # the planner's steps: fp32 activations in every precision
+        step_precision = "fp32" if precision == "ieee" else precision
+        cases.update(step_cases(TritonPredictor(model, step_precision), EagerPredictor(model, step_precision),
+                                emb, act))
     rows = []
     with torch.inference_mode():
         for name, (fast, ref) in cases.items():
@@ -86,16 +100,17 @@ def bench_case(N: int, T: int, mode: str, pred, do_bench, dev: str = "cuda") -> 
     return rows
 
 
-def random_predictor(cfg):
-    """The paper-size (or cfg's) predictor with non-zero AdaLN weights, so no path is skipped by zero gates."""
-    from lewm_fast.model import Predictor
+def random_model(cfg):
+    """A LeWM of the config's size whose predictor has non-zero AdaLN weights, so no path is skipped by
+    zero gates (the predictor steps take the model)."""
+    from lewm_fast.model import LeWM
 
     torch.manual_seed(0)
-    pred = Predictor(cfg).eval()
+    model = LeWM(cfg).eval()
     with torch.no_grad():
-        for p in pred.parameters():
+        for p in model.predictor.parameters():
             p.normal_(0.0, 0.02)
-    return pred
+    return model
 
 
 def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
@@ -108,16 +123,19 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     from lewm_fast.kernels.attention import attention
     from lewm_fast.kernels.mlp import mlp
     from lewm_fast.kernels.norm_modulate import norm_modulate
-    from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_triton
+    from lewm_fast.model import pack_predictor
+    from lewm_fast.planning.backends import TritonPredictor
 
-    pred = random_predictor(cfg).to(dev)
+    model = random_model(cfg).to(dev)
     kp_prec = "bf16" if precision == "bf16" else "ieee"
-    packed = pack_predictor(pred, precision=kp_prec, dtype=torch.float32)
+    packed = pack_predictor(model.predictor, precision=kp_prec, dtype=torch.float32)
+    step = TritonPredictor(model, kp_prec)
     blk = packed.blocks[0]
     D = cfg.embed_dim
     g = torch.Generator(device=dev).manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
     emb, act, x, xn = r(N, T, D), r(N, T, D), r(N, T, D), r(N, T, D)
+    step.begin(act)
     mod = r(N, T, 6 * D)
     shift, scale, gate = mod[..., :D], mod[..., D:2 * D], mod[..., 2 * D:3 * D]
     kv = r(N, 3, 2, cfg.pred_heads * cfg.pred_dim_head)
@@ -136,8 +154,7 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
                            last_only=True)),
         ("mlp", "mlp", {}, lambda **o: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1,
                                               blk.w2, blk.b2, precision="ieee", **o)),
-        ("predictor_forward (whole window)", None, {},
-         lambda: predictor_forward_triton(packed, emb, act, precision=kp_prec)),
+        ("predictor step (whole window)", None, {}, lambda: step.window(emb, 0, 0, None, False)),
     ]
 
 
@@ -156,12 +173,12 @@ def main(argv=None) -> int:
 
     from lewm_fast.model import LeWMConfig
 
-    pred = random_predictor(LeWMConfig()).cuda()
+    model = random_model(LeWMConfig()).cuda()
     rows = []
     for mode in args.modes:
         for N in args.batch:
             for T in args.tokens:
-                rows.extend(bench_case(N, T, mode, pred, do_bench))
+                rows.extend(bench_case(N, T, mode, model, do_bench))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = write_report(args.out or REPORTS / f"kernels-{device_tag()}-{stamp}.json",
                        dict(environment=environment(), timing="triton.testing.do_bench median, ms", results=rows))

@@ -3,12 +3,12 @@
     python -m bench.roofline            # writes bench/reports/roofline-pusht-h200.json, prints the table
 
 So the first GPU run is checked against a prediction (bench/gpu_check.py compares its per-kernel
-timings with `launch()` at the same shapes). Two Triton paths are modelled, at bf16 and exact fp32:
+timings with `launch()` at the same shapes). Three Triton paths are modelled, at bf16 and exact fp32:
 
-- "whole_window": the Triton path before issue 14 (predictor_forward_triton per window): every
-  rollout step recomputes its whole window (12 token passes per candidate at horizon 5), the fp32
-  AdaLN modulation is recomputed and written for every window, no last_only, 16-32 rows per program
-  (each program re-reads its weight tiles through L2);
+- "whole_window": the Triton path before issue 14 (a whole-window predictor forward per step, since
+  removed): every rollout step recomputes its whole window (12 token passes per candidate at horizon
+  5), the fp32 AdaLN modulation is recomputed and written for every window, no last_only, 16-32 rows
+  per program (each program re-reads its weight tiles through L2);
 - "kv_cache_today": today's TritonPredictor: keys/values kept while the window grows (9 token
   passes), last_only in the last block, modulation once per iteration stored in the matmul dtype,
   but still the 16-32-row tiles (larger ones spill: see the report of issue 14);

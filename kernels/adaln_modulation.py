@@ -2,8 +2,9 @@
 
 The SiLU is applied to the A tile as it is loaded (prologue fusion), so SiLU(c) never goes to memory.
 In the planner the conditioning c (the action embeddings) is the same for all 6 blocks, so
-`lewm_fast.kernels.predictor` stacks the 6 blocks' weights into one (6 x 1152, 192) matrix and calls
-this kernel once per forward: one launch and one pass over c instead of six.
+`lewm_fast.model.pack_predictor` stacks the 6 blocks' weights into one (6 x 1152, 192) matrix and the
+planner's TritonPredictor calls this kernel once per CEM iteration: one launch and one pass over c
+instead of six per window.
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def test_dry_run_runs_every_stage(tmp_path):
     kern = json.loads((out / "kernels.json").read_text())
     timed = [r for r in kern["records"] if "kernel" in r]
     assert not kern["skipped"] and len(timed) == 2 * (6 + 7)           # T = 1 and 3 (+ cached) x 2 precisions
-    assert all(r["roofline_ms"] > 0 for r in timed if r["kernel"] != "predictor_forward (whole window)")
+    assert all(r["roofline_ms"] > 0 for r in timed if r["kernel"] != "predictor step (whole window)")
     sweep = [r for r in kern["records"] if "sweep" in r]                # CPU: the default config of each
     assert [r["sweep"] for r in sweep] == ["attention", "mlp"] and all(r["max_abs_vs_default"] == 0 for r in sweep)
     assert "skipped" in (out / "pytest-gpu.log").read_text()                 # GPU tests skip with a reason

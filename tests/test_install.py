@@ -25,8 +25,9 @@ PROBE = """
 import os, sys
 os.environ["TRITON_INTERPRET"] = "1"
 import lewm_fast, lewm_fast.kernels as k
-from lewm_fast.kernels import predictor, attention
-assert hasattr(predictor, "predictor_forward_triton")
+from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate, compile_check
+from lewm_fast.planning.backends import TritonPredictor
+TritonPredictor(lewm_fast.LeWM(lewm_fast.LeWMConfig.tiny()))     # the kernels' one user can be built
 from lewm_fast.planner import kernels_status
 ok, why = kernels_status()
 print(k.__file__); print(attention.__file__); print(lewm_fast.__file__); print(ok, why)

@@ -287,18 +287,15 @@ def test_graph_backend_matches_eager_on_cuda(precision):
 
 
 def _triton_predictor_or_skip():
-    try:
-        from lewm_fast.kernels import predictor as kp
-    except Exception as e:  # ImportError without Triton; RuntimeError when Triton has no backend
-        pytest.skip(f"lewm_fast.kernels.predictor unavailable: {e}")
-    if not hasattr(kp, "predictor_forward_triton"):
-        pytest.skip("lewm_fast.kernels.predictor has no predictor_forward_triton yet")
-    if not torch.cuda.is_available() and __import__("os").environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1 (tests/conftest.py sets it)")
+    from lewm_fast.planning.switches import kernels_status
+
+    ok, why = kernels_status("cuda" if torch.cuda.is_available() else "cpu")
+    if not ok:      # no Triton, or on CPU without TRITON_INTERPRET=1 (tests/conftest.py sets it)
+        pytest.skip(why)
 
 
 def test_triton_backend_costs_match_eager():
-    """The triton predictor backend (fused kernels, whole-window passes) vs the eager engine; on CPU
+    """The triton predictor backend (fused kernels, KV-cached steps) vs the eager engine; on CPU
     through the Triton interpreter at tiny size."""
     _triton_predictor_or_skip()
     m = _model(1)

@@ -41,15 +41,37 @@ class PredictorStep:
         self.mods = None
 
     def begin(self, act_emb: torch.Tensor) -> None:
+        """act_emb (n, L, D): the action embeddings of every window position the steps will use."""
+        D = self.packed.dim
+        if act_emb.ndim != 3 or act_emb.shape[-1] != D:
+            raise ValueError(f"act_emb must be (n, L, {D}); got {tuple(act_emb.shape)}")
         self.mods = self.modulation(act_emb)
+
+    def _check_window(self, x, lo, pos0, cache):
+        # shape checks only (no host syncs: the step is captured in CUDA graphs); the kernels would
+        # otherwise index past the modulation rows or the position table without an error
+        if self.mods is None:
+            raise RuntimeError("call begin(act_emb) before window()")
+        n, L = self.mods.shape[:2]
+        D = self.packed.dim
+        if x.ndim != 3 or x.shape[0] != n or x.shape[2] != D or x.shape[1] < 1:
+            raise ValueError(f"x must be ({n}, m >= 1, {D}) (begin() had {n} rows of width {D}); "
+                             f"got {tuple(x.shape)}")
+        m = x.shape[1]
+        if pos0 < 0 or pos0 + m > self.num_frames:
+            raise ValueError(f"window positions {pos0}..{pos0 + m - 1} pass the predictor's "
+                             f"{self.num_frames} frames")
+        if lo < 0 or lo + pos0 + m > L:
+            raise ValueError(f"window needs action tokens {lo + pos0}..{lo + pos0 + m - 1}; begin() had {L}")
+        if pos0 and cache is None:
+            raise RuntimeError("a window starting at position > 0 needs the cache of the earlier positions")
 
     def window(self, x, lo, pos0, cache, keep_cache):
         """x (n, m, D): the window's frame embeddings from window position pos0 on (earlier positions
         are in `cache`, one entry per block; or pos0 == 0). Action index of window position p is lo + p.
         Returns (n, D) fp32: the last token after the final LayerNorm, and the cache if keep_cache."""
+        self._check_window(x, lo, pos0, cache)
         n, m, _ = x.shape
-        if pos0 and cache is None:
-            raise RuntimeError("a window starting at position > 0 needs the cache of the earlier positions")
         x = x.float() + self.packed.pos[pos0:pos0 + m]
         mods = self.mods[:, lo + pos0:lo + pos0 + m]
         states = self.cache_in(cache, keep_cache, n, x.device)
@@ -157,6 +179,15 @@ class EagerPredictor(PredictorStep):
         return _ln(x, p.final_w, p.final_b, p.final_eps)
 
 
+def triton_kernels():
+    """The launchers TritonPredictor calls: (adaln_modulation, attention, mlp, norm_modulate). Raises
+    ImportError without Triton (RuntimeError when Triton cannot initialise); switches.kernels_status
+    asks the same question before a planner picks kernels='triton'."""
+    from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate
+
+    return adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate
+
+
 class TritonPredictor(PredictorStep):
     """The step through the fused kernels; the KV cache is one tensor (depth, n, num_frames, 2, inner)
     updated in place, modulation rows are strided views of one (n, L, depth * 6D) tensor stored in the
@@ -164,11 +195,10 @@ class TritonPredictor(PredictorStep):
 
     def __init__(self, model, precision: str = "fp32"):
         try:
-            from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate
+            self._k = triton_kernels()
         except ImportError as e:
             raise ImportError(f"kernels='triton' needs lewm_fast.kernels (Triton): {e}") from e
         super().__init__(model, precision)
-        self._k = (adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate)
         self.kp = precision          # the planner's names are the kernels' (bf16: the weights' dtype decides)
 
     def modulation(self, act_emb):

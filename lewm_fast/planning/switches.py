@@ -11,6 +11,7 @@ raises with the reason (never a silent fallback); `describe` names what actually
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -21,12 +22,12 @@ _ALIASES = {"eager": ("torch", False), "triton": ("triton", False), "graph": ("t
 
 def kernels_status(device=None) -> tuple[bool, str]:
     """(can the Triton predictor run on `device`, why not / where from)."""
+    from .backends import triton_kernels
+
     try:
-        from lewm_fast.kernels import predictor as kp
+        launchers = triton_kernels()
     except Exception as e:  # ImportError without Triton; RuntimeError when Triton cannot initialise
-        return False, f"lewm_fast.kernels.predictor cannot be imported: {type(e).__name__}: {e}"
-    if not hasattr(kp, "predictor_forward_triton"):
-        return False, f"{kp.__file__} has no predictor_forward_triton"
+        return False, f"the kernels TritonPredictor calls cannot be imported: {type(e).__name__}: {e}"
     dev = torch.device(device) if device is not None else None
     if dev is not None and dev.type == "cpu":
         from lewm_fast.kernels._common import interpreting
@@ -35,7 +36,8 @@ def kernels_status(device=None) -> tuple[bool, str]:
                            "lewm_fast.kernels is imported (CPU interpreter: slow, for tests)")
     elif dev is not None and dev.type != "cuda":
         return False, f"the Triton kernels run on CUDA (or the CPU interpreter), not on {dev}"
-    return True, f"lewm_fast.kernels from {os.path.dirname(kp.__file__)}"
+    where = os.path.dirname(sys.modules[launchers[1].__module__].__file__)
+    return True, f"lewm_fast.kernels from {where}"
 
 
 def resolve(backend: str, kernels: str, cuda_graph, device: torch.device) -> tuple[str, bool]:

@@ -1,7 +1,7 @@
 """Shared test helpers: tolerances per dtype and seeded random inputs."""
 import torch
 
-from lewm_fast.model import LeWMConfig, Predictor
+from lewm_fast.model import LeWM, LeWMConfig, Predictor
 
 # fp32: the kernels and torch sum in different orders (~1e-6 relative); fp16/bf16: each side rounds its
 # intermediates differently (the kernels keep norms/softmax/accumulators in fp32, eager torch rounds
@@ -32,3 +32,21 @@ def random_predictor(cfg: LeWMConfig, seed: int = 0) -> Predictor:
             else:
                 p.normal_(0.0, 0.5 * p.shape[-1] ** -0.5 if p.ndim == 2 else 0.2)
     return pred
+
+
+def random_lewm(cfg: LeWMConfig, seed: int = 0) -> LeWM:
+    """A LeWM (eval mode) carrying random_predictor(cfg, seed): what the planner's predictor steps take."""
+    model = LeWM(cfg).eval()
+    model.predictor = random_predictor(cfg, seed)
+    return model
+
+
+def grow_window(step, emb, act):
+    """A predictor step (lewm_fast.planning.backends) over the growing window: positions 0..W-1 one at
+    a time, each from the KV cache of the earlier ones. Returns the last row after each step."""
+    step.begin(act)
+    W, outs, cache = emb.shape[1], [], None
+    for p in range(W):
+        last, cache = step.window(emb[:, p:p + 1], 0, p, cache, keep_cache=p + 1 < W)
+        outs.append(last)
+    return outs

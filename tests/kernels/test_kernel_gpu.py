@@ -1,5 +1,7 @@
-"""Full-size checks on a GPU: planner-sized batches (300 candidates x 4 environments), T = 1..3, D = 192.
-Skipped on CPU (the interpreter is far too slow for these sizes; the other files cover the maths there)."""
+"""Full-size checks on a GPU: planner-sized batches (300 candidates x 4 environments), D = 192: the
+predictor step (TritonPredictor vs EagerPredictor, the model's Predictor as the fp32 expectation) and
+each kernel vs its reference. Skipped on CPU (the interpreter is far too slow for these sizes;
+test_kernel_predictor.py and the per-kernel files cover the maths there)."""
 import pytest
 import torch
 
@@ -7,10 +9,10 @@ from lewm_fast.kernels.adaln_modulation import adaln_modulation, adaln_modulatio
 from lewm_fast.kernels.attention import attention, attention_ref
 from lewm_fast.kernels.mlp import mlp, mlp_ref
 from lewm_fast.kernels.norm_modulate import norm_modulate, norm_modulate_ref
-from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_triton
 from lewm_fast.model import LeWMConfig
+from lewm_fast.planning.backends import EagerPredictor, TritonPredictor
 
-from kernel_testing import rand, random_predictor
+from kernel_testing import grow_window, rand, random_lewm
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -22,38 +24,50 @@ def _err(got, want):
     return (got.float() - want.float()).abs().max().item()
 
 
-@pytest.mark.parametrize("T", [1, 2, 3])
-def test_predictor_fp32_ieee_matches_model(T):
-    pred = random_predictor(LeWMConfig(), seed=0).cuda()
-    emb, act = rand(N, T, D, seed=1, device="cuda"), rand(N, T, D, seed=2, device="cuda")
-    with torch.no_grad():
-        want = pred(emb, act)            # conftest turns TF32 off: an exact fp32 reference
-        got = predictor_forward_triton(pred, emb, act, precision="ieee")
-        last = predictor_forward_triton(pred, emb, act, precision="ieee", last_only=True)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(last, want[:, -1:], atol=1e-4, rtol=1e-4)
+def _setup():
+    model = random_lewm(LeWMConfig(), seed=0).cuda()
+    emb, act = rand(N, 5, D, seed=1, device="cuda"), rand(N, 5, D, seed=2, device="cuda")
+    return model, emb, act
 
 
-def test_predictor_tf32_close_to_model():
-    pred = random_predictor(LeWMConfig(), seed=0).cuda()
-    emb, act = rand(N, 3, D, seed=1, device="cuda"), rand(N, 3, D, seed=2, device="cuda")
-    with torch.no_grad():
-        got = predictor_forward_triton(pred, emb, act, precision="tf32")
-        want = pred(emb, act)
-    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+def _steps(step, emb, act):
+    """The growing window's 3 steps, then the window slid by 2 (recomputed at action offset 2)."""
+    with torch.inference_mode():
+        outs = grow_window(step, emb[:, :3], act)
+        outs.append(step.window(emb[:, 2:5], 2, 0, None, keep_cache=False)[0])
+    return outs
 
 
-@pytest.mark.parametrize("T", [1, 3])
-def test_predictor_bf16_no_worse_than_eager_bf16(T):
-    """bf16 kernels vs the fp32 model: at most about the error of the eager model run in bf16."""
-    pred = random_predictor(LeWMConfig(), seed=0).cuda()
-    emb, act = rand(N, T, D, seed=1, device="cuda"), rand(N, T, D, seed=2, device="cuda")
-    with torch.no_grad():
-        want = pred(emb, act)
-        got = predictor_forward_triton(pack_predictor(pred, dtype=torch.bfloat16), emb, act)
-        eager_bf16 = pred.to(torch.bfloat16)(emb.bfloat16(), act.bfloat16())
-    assert got.dtype == torch.bfloat16
-    assert _err(got, want) <= 1.5 * _err(eager_bf16, want) + 1e-2
+def _model_lasts(model, emb, act):
+    with torch.no_grad():          # conftest turns TF32 off: an exact fp32 reference
+        return [model.predictor(emb[:, :p], act[:, :p])[:, -1] for p in (1, 2, 3)] + \
+            [model.predictor(emb[:, 2:5], act[:, 2:5])[:, -1]]
+
+
+def test_step_fp32_ieee_matches_eager_and_model():
+    model, emb, act = _setup()
+    eager = _steps(EagerPredictor(model, "fp32"), emb, act)
+    triton = _steps(TritonPredictor(model, "fp32"), emb, act)
+    for got, e, w in zip(triton, eager, _model_lasts(model, emb, act)):
+        torch.testing.assert_close(e, w, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got, e, atol=1e-4, rtol=1e-4)
+
+
+def test_step_tf32_close_to_model():
+    model, emb, act = _setup()
+    for got, w in zip(_steps(TritonPredictor(model, "tf32"), emb, act), _model_lasts(model, emb, act)):
+        torch.testing.assert_close(got, w, atol=3e-2, rtol=3e-2)
+
+
+def test_step_bf16_no_worse_than_eager_bf16():
+    """precision="bf16" (bf16 matmul operands, fp32 residual stream): against exact fp32, at most about
+    the error of the eager step in the same precision."""
+    model, emb, act = _setup()
+    eager = _steps(EagerPredictor(model, "bf16"), emb, act)
+    triton = _steps(TritonPredictor(model, "bf16"), emb, act)
+    for got, e, w in zip(triton, eager, _model_lasts(model, emb, act)):
+        assert got.dtype == torch.float32
+        assert _err(got, w) <= 1.5 * _err(e, w) + 1e-2
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -76,17 +90,3 @@ def test_kernels_full_size(dtype, T):
     w1, b1, w2, b2 = r(2048, D, scale=D ** -0.5), r(2048, scale=0.2), r(D, 2048, scale=2048 ** -0.5), r(D, scale=0.2)
     args = (x, shift, scale, gate, lnw, lnb, w1, b1, w2, b2)
     torch.testing.assert_close(mlp(*args).float(), mlp_ref(*args).float(), **tol)
-
-
-def test_predictor_planner_bf16_mode_no_worse_than_autocast():
-    """precision="bf16" on the fp32 model (bf16 matmul operands, fp32 residual stream): at most about
-    the error of the eager fp32 model under bf16 autocast, measured against exact fp32."""
-    pred = random_predictor(LeWMConfig(), seed=0).cuda()
-    emb, act = rand(N, 3, D, seed=1, device="cuda"), rand(N, 3, D, seed=2, device="cuda")
-    with torch.no_grad():
-        want = pred(emb, act)
-        got = predictor_forward_triton(pred, emb, act, precision="bf16")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            auto = pred(emb, act)
-    assert got.dtype == torch.float32
-    assert _err(got, want) <= 1.5 * _err(auto, want) + 1e-2

@@ -1,123 +1,131 @@
-"""The whole predictor forward through the kernels vs lewm_fast.model.Predictor (eval mode)."""
+"""The planner's predictor step through the fused kernels (TritonPredictor) vs the same step in PyTorch
+(EagerPredictor), and both vs the model's own Predictor.forward on the same window, which is the
+independent expectation: the last row after the final norm.
+
+Windows as the rollout engine forms them: the growing window (position p computed from the KV cache
+of positions < p), windows recomputed from position 0 (the slid window, action offset lo > 0), and a
+cached window with two new tokens. Every window returns only the last row, so the last block's
+last_only path is what these compare.
+"""
 import pytest
 import torch
 
-from lewm_fast.kernels.predictor import pack_predictor, predictor_forward_ref, predictor_forward_triton
 from lewm_fast.model import LeWMConfig
+from lewm_fast.planning.backends import EagerPredictor, TritonPredictor
 
-from kernel_testing import rand, random_predictor
+from kernel_testing import TOL, grow_window, rand, random_lewm
 
 
-@pytest.mark.parametrize("B", [1, 3, 7])
-@pytest.mark.parametrize("T", [1, 2, 3])
-def test_tiny_predictor_matches_model(B, T, device):
+def _inputs(n, L, D, device, seed=1):
+    return rand(n, L, D, seed=seed, device=device), rand(n, L, D, seed=seed + 1, device=device)
+
+
+def _model_last(model, emb, act):
+    with torch.no_grad():
+        return model.predictor(emb, act)[:, -1]
+
+
+@pytest.mark.parametrize("n", [1, 19])
+def test_growing_window_fp32(n, device):
     cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg).to(device)
-    emb, act = rand(B, T, cfg.embed_dim, seed=1, device=device), rand(B, T, cfg.embed_dim, seed=2, device=device)
-    with torch.no_grad():
-        want = pred(emb, act)
-        got = predictor_forward_triton(pred, emb, act)
-        ref = predictor_forward_ref(pred, emb, act)
-    assert want.abs().max() > 0.5 and (want - pred.transformer.norm(emb + pred.pos_embedding[:, :T])).abs().max() > 0.1
-    torch.testing.assert_close(ref, want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    model = random_lewm(cfg, seed=n).to(device)
+    emb, act = _inputs(n, cfg.num_frames, cfg.embed_dim, device)
+    with torch.inference_mode():
+        eager = grow_window(EagerPredictor(model, "fp32"), emb, act)
+        triton = grow_window(TritonPredictor(model, "fp32"), emb, act)
+    for p in range(cfg.num_frames):
+        want = _model_last(model, emb[:, :p + 1], act[:, :p + 1])
+        assert want.abs().max() > 0.5                      # a real output, not the zero-gate identity
+        torch.testing.assert_close(eager[p], want, **TOL[torch.float32])
+        torch.testing.assert_close(triton[p], eager[p], **TOL[torch.float32])
 
 
-def test_packed_weights_and_fp16(device):
-    """A pack made once gives the same result as passing the module; an fp16 pack stays close."""
-    cfg = LeWMConfig.tiny(pred_depth=3, pred_heads=2, pred_dim_head=16)
-    pred = random_predictor(cfg, seed=3).to(device)
-    emb, act = rand(5, 3, cfg.embed_dim, seed=4, device=device), rand(5, 3, cfg.embed_dim, seed=5, device=device)
-    with torch.no_grad():
-        want = pred(emb, act)
-        packed = pack_predictor(pred)
-        assert torch.equal(predictor_forward_triton(packed, emb, act), predictor_forward_triton(pred, emb, act))
-        half = predictor_forward_triton(pack_predictor(pred, dtype=torch.float16), emb, act)
-    assert half.dtype == torch.float16
-    torch.testing.assert_close(half.float(), want, atol=3e-2, rtol=3e-2)
+@pytest.mark.parametrize("lo,pos0,m", [(2, 0, 3), (1, 0, 2), (0, 0, 1), (0, 1, 2)])
+def test_recomputed_and_partly_cached_windows_fp32(lo, pos0, m, device):
+    """(lo, 0, m): a window recomputed from position 0 at action offset lo (the slid window when m is
+    the window length); (0, 1, 2): one cached position, two new tokens."""
+    cfg = LeWMConfig.tiny()
+    model = random_lewm(cfg, seed=7).to(device)
+    n = 5
+    emb, act = _inputs(n, 5, cfg.embed_dim, device, seed=3)
+    rows = slice(lo, lo + pos0 + m)
+    want = _model_last(model, emb[:, rows], act[:, rows])
+    got = {}
+    with torch.inference_mode():
+        for cls in (EagerPredictor, TritonPredictor):
+            step = cls(model, "fp32")
+            step.begin(act)
+            cache = None
+            if pos0:
+                _, cache = step.window(emb[:, lo:lo + pos0], lo, 0, None, keep_cache=True)
+            got[cls], _ = step.window(emb[:, lo + pos0:lo + pos0 + m], lo, pos0, cache, keep_cache=False)
+    torch.testing.assert_close(got[EagerPredictor], want, **TOL[torch.float32])
+    torch.testing.assert_close(got[TritonPredictor], got[EagerPredictor], **TOL[torch.float32])
 
 
-def test_full_size_predictor(device):
-    """The paper's predictor (D 192, 6 blocks, 16 x 64 heads, MLP 2048) on 2 windows of 3 frames."""
+def test_full_size_growing_window(device):
+    """The paper's predictor (D 192, 6 blocks, 16 x 64 heads, MLP 2048), 2 sequences, 3 cached steps."""
     cfg = LeWMConfig()
-    pred = random_predictor(cfg, seed=6).to(device)
-    emb, act = rand(2, 3, 192, seed=7, device=device), rand(2, 3, 192, seed=8, device=device)
-    with torch.no_grad():
-        want = pred(emb, act)
-        got = predictor_forward_triton(pred, emb, act)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    model = random_lewm(cfg, seed=6).to(device)
+    emb, act = _inputs(2, 3, 192, device, seed=7)
+    with torch.inference_mode():
+        eager = grow_window(EagerPredictor(model, "fp32"), emb, act)
+        triton = grow_window(TritonPredictor(model, "fp32"), emb, act)
+    torch.testing.assert_close(eager[-1], _model_last(model, emb, act), **TOL[torch.float32])
+    for p in range(3):
+        torch.testing.assert_close(triton[p], eager[p], **TOL[torch.float32])
 
 
-def test_rejects_bad_windows(device):
+def test_bf16_step_no_worse_than_eager_bf16(device):
+    """precision="bf16" (bf16 matmul weights, fp32 residual stream): fp32 output close to the eager
+    bf16 step (both round the same packed weights; the eager side also rounds every matmul input,
+    the interpreter's kernels do not), and no further from the fp32 model than the eager bf16 step is."""
     cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg).to(device)
+    model = random_lewm(cfg, seed=9).to(device)
+    emb, act = _inputs(19, cfg.num_frames, cfg.embed_dim, device, seed=5)
+    with torch.inference_mode():
+        eager = grow_window(EagerPredictor(model, "bf16"), emb, act)
+        triton = grow_window(TritonPredictor(model, "bf16"), emb, act)
+    for p in range(cfg.num_frames):
+        want = _model_last(model, emb[:, :p + 1], act[:, :p + 1])
+        assert triton[p].dtype == torch.float32
+        eager_err = (eager[p] - want).abs().max().item()
+        assert eager_err > 1e-4                              # bf16 weights really were used
+        torch.testing.assert_close(triton[p], eager[p], **TOL[torch.bfloat16])
+        assert (triton[p] - want).abs().max().item() <= 1.5 * eager_err + 1e-2
+
+
+def test_precision_names_agree(device):
+    cfg = LeWMConfig.tiny()
+    model = random_lewm(cfg, seed=2).to(device)
+    emb, act = _inputs(3, cfg.num_frames, cfg.embed_dim, device)
+    with torch.inference_mode():
+        a, b = (grow_window(TritonPredictor(model, p), emb, act) for p in ("fp32", "ieee"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("cls", [EagerPredictor, TritonPredictor])
+def test_rejects_bad_inputs(cls, device):
+    cfg = LeWMConfig.tiny()
+    model = random_lewm(cfg).to(device)
     D = cfg.embed_dim
-    with pytest.raises(ValueError, match="frames"):
-        predictor_forward_triton(pred, torch.zeros(1, 4, D, device=device), torch.zeros(1, 4, D, device=device))
-    with pytest.raises(ValueError, match="wide"):
-        predictor_forward_triton(pred, torch.zeros(1, 2, D + 1, device=device), torch.zeros(1, 2, D + 1, device=device))
-    with pytest.raises(ValueError, match="act_emb"):
-        predictor_forward_triton(pred, torch.zeros(1, 2, D, device=device), torch.zeros(1, 3, D, device=device))
+    z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
     with pytest.raises(ValueError, match="precision"):
-        predictor_forward_triton(pred, torch.zeros(1, 2, D, device=device), torch.zeros(1, 2, D, device=device),
-                                 precision="fast")
-
-
-def test_bf16_matmul_mode_keeps_fp32_activations(device):
-    """precision="bf16" on an fp32 model (the planner's bf16): fp32 output, products from bf16-rounded
-    weights (and, on a GPU, bf16-rounded activation tiles), close to the fp32 model."""
-    cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg, seed=9).to(device)
-    emb, act = rand(4, 3, cfg.embed_dim, seed=1, device=device), rand(4, 3, cfg.embed_dim, seed=2, device=device)
-    with torch.no_grad():
-        got = predictor_forward_triton(pred, emb, act, precision="bf16")
-        ref = predictor_forward_ref(pred, emb, act, precision="bf16")
-        want = pred(emb, act)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, ref, atol=3e-2, rtol=3e-2)
-    assert (ref - want).abs().max() > 1e-5            # the reference really used rounded weights
-    torch.testing.assert_close(got, want, atol=1e-1, rtol=1e-1)
-
-
-def test_precision_names_and_pack_checks(device):
-    cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg).to(device)
-    emb, act = rand(2, 2, cfg.embed_dim, seed=1, device=device), rand(2, 2, cfg.embed_dim, seed=2, device=device)
-    with torch.no_grad():
-        assert torch.equal(predictor_forward_triton(pred, emb, act, precision="fp32"),
-                           predictor_forward_triton(pred, emb, act, precision="ieee"))
-        with pytest.raises(ValueError, match="pack_predictor"):
-            predictor_forward_triton(pack_predictor(pred), emb, act, precision="bf16")
-        with pytest.raises(ValueError, match="pack_predictor"):
-            predictor_forward_triton(pack_predictor(pred, precision="bf16"), emb, act, precision="ieee")
-
-
-def test_cached_pack_follows_parameter_updates(device):
-    """Passing the module reuses a cached pack, but an in-place weight update (a training step,
-    load_state_dict) must be seen by the next call."""
-    cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg, seed=4).to(device)
-    emb, act = rand(3, 3, cfg.embed_dim, seed=1, device=device), rand(3, 3, cfg.embed_dim, seed=2, device=device)
-    with torch.no_grad():
-        before = predictor_forward_triton(pred, emb, act)
-        pred.transformer.layers[0].mlp.net[1].weight.mul_(-1.0)
-        pred.transformer.layers[1].adaLN_modulation[1].bias.add_(0.3)
-        after = predictor_forward_triton(pred, emb, act)
-        want = pred(emb, act)
-    assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, want, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("T", [1, 2, 3])
-def test_last_only_is_the_last_row(T, device):
-    """last_only=True (what the planner reads) returns the last token of the full forward."""
-    cfg = LeWMConfig.tiny()
-    pred = random_predictor(cfg, seed=5).to(device)
-    emb, act = rand(7, T, cfg.embed_dim, seed=1, device=device), rand(7, T, cfg.embed_dim, seed=2, device=device)
-    with torch.no_grad():
-        want = pred(emb, act)[:, -1:]
-        got = predictor_forward_triton(pred, emb, act, last_only=True)
-        ref = predictor_forward_ref(pred, emb, act, last_only=True)
-    assert got.shape == (7, 1, cfg.embed_dim)
-    torch.testing.assert_close(ref, want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        cls(model, "fast")
+    step = cls(model, "fp32")
+    with pytest.raises(RuntimeError, match="begin"):
+        step.window(z(2, 1, D), 0, 0, None, False)
+    with pytest.raises(ValueError, match="act_emb"):
+        step.begin(z(2, 5, D + 1))
+    step.begin(z(2, 5, D))
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="x must be"):
+            step.window(z(2, 1, D + 1), 0, 0, None, False)        # wrong width
+        with pytest.raises(ValueError, match="x must be"):
+            step.window(z(3, 1, D), 0, 0, None, False)            # not begin()'s rows
+        with pytest.raises(ValueError, match="frames"):
+            step.window(z(2, 4, D), 0, 0, None, False)            # longer than num_frames
+        with pytest.raises(ValueError, match="action tokens"):
+            step.window(z(2, 3, D), 3, 0, None, False)            # past the last action token
+        with pytest.raises(RuntimeError, match="cache"):
+            step.window(z(2, 1, D), 0, 1, None, False)            # position 1 without position 0's cache
