@@ -181,23 +181,27 @@ def stage_kernels(out) -> int:
     return 0
 
 
-# launch configurations to try on the first GPU run (bf16, the B=50 full window): the defaults first;
-# offline sm_90 compiles say which spill (issue 14's report), only a GPU can say which is fastest
+# launch configurations to time on the first GPU run (bf16, the B=50 full window), the default first:
+# attention's fixed config and variants; for mlp its bf16 autotune list (the tuner picks one per shape
+# but does not report the others' times); offline sm_90 compiles say which spill, only a GPU which is fastest
 SWEEP = {"attention": [dict(block_n=16, block_k=32, num_warps=8, num_stages=2),
                        dict(block_n=16, block_k=32, num_warps=8, num_stages=1),
                        dict(block_n=32, block_k=32, num_warps=8, num_stages=2),
-                       dict(block_n=16, block_k=64, num_warps=8, num_stages=2)],
-         "mlp": [dict(block_m=32, block_h=32, num_warps=8, num_stages=2),
-                 dict(block_m=64, block_h=32, num_warps=8, num_stages=1),
-                 dict(block_m=64, block_h=32, num_warps=8, num_stages=2),
-                 dict(block_m=32, block_h=64, num_warps=8, num_stages=2)]}
+                       dict(block_n=16, block_k=64, num_warps=8, num_stages=2)]}
+
+
+def _mlp_sweep() -> list[dict]:
+    from lewm_fast.kernels.mlp import GPU_CONFIGS
+
+    return [dict(block_m=c["BLOCK_M"], block_h=c["BLOCK_H"], num_warps=c["num_warps"], num_stages=c["num_stages"])
+            for c in GPU_CONFIGS["bf16"]]
 
 
 def _sweep(r, cfg, N, dev, bench, cuda):
     from bench.kernels import kernel_cases
 
     cases = {name: fn for name, _, _, fn in kernel_cases(cfg, N, 3, "bf16", dev)}
-    for kernel, configs in SWEEP.items():
+    for kernel, configs in dict(SWEEP, mlp=_mlp_sweep()).items():
         base = None
         for opts in (configs if cuda else configs[:1]):
             try:

@@ -33,6 +33,27 @@ def interpreting() -> bool:
     return _INTERPRETED
 
 
+def tuning_configs(gpu_configs: list[dict], interpreter_config: dict, interpreted: bool | None = None) -> list:
+    """triton.autotune configs from plain dicts (constexpr block sizes + num_warps, num_stages): on a GPU
+    every listed one (the fastest per key is measured on first launch); under the interpreter only
+    `interpreter_config` (one config: no benchmarking, and small tiles keep CPU tests fast)."""
+    def config(c):
+        c = dict(c)
+        return triton.Config(c, num_warps=c.pop("num_warps"), num_stages=c.pop("num_stages"))
+
+    interpreted = _INTERPRETED if interpreted is None else interpreted
+    return [config(c) for c in ([interpreter_config] if interpreted else gpu_configs)]
+
+
+def dot_class(weight_dtype: torch.dtype, precision: str) -> str:
+    """Which tuned config list a launch uses: "bf16" (16-bit weights: bf16/fp16 tensor-core dots), "tf32"
+    (fp32 weights, TF32 tensor cores) or "ieee" (fp32 FMA dots). Register and shared-memory needs differ
+    enough between them (fp32 operand tiles are twice the bytes) that one list cannot serve all three."""
+    if weight_dtype in (torch.bfloat16, torch.float16):
+        return "bf16"
+    return "tf32" if check_precision(precision) == "tf32" else "ieee"
+
+
 def check_precision(precision: str) -> str:
     """The tl.dot input_precision for a precision name."""
     if precision not in PRECISIONS:

@@ -11,10 +11,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import as_rows, check_compute_dtype, check_param, check_precision, dot_dtype
+from ._common import as_rows, check_compute_dtype, check_param, check_precision, dot_dtype, tuning_configs
 
 import triton
 import triton.language as tl
+
+# Launch configs, autotuned on the GPU per (M, N, K, dtypes); each compiled for sm_90 by compile_check.py
+# (spill bytes/thread at the paper's shapes: bf16 / tf32 / exact fp32). 64 and 128 rows per program
+# give one or two wgmma M tiles per warpgroup (wgmma.mma_async in the bf16/tf32 PTX); 32 rows (the
+# former default) lower to mma.sync and stay listed for the tuner to compare.
+GPU_CONFIGS = [dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3),    # 0 / 0 / 680 B
+               dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3),   # 0 / 0 / 600 B
+               dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_warps=4, num_stages=3),     # 0 / 0 / 0
+               dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)]    # 0 / 0 / 0
+INTERPRETER_CONFIG = dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
 
 
 def adaln_modulation_ref(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -47,15 +57,15 @@ def _adaln_modulation_kernel(c_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_c, st
              mask=row_mask[:, None] & col_mask[None, :])
 
 
+_TUNED = triton.autotune(tuning_configs(GPU_CONFIGS, INTERPRETER_CONFIG), key=["M", "N", "K"])(_adaln_modulation_kernel)
+
+
 def adaln_modulation(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, precision: str = "ieee",
-                     block_m: int = 32, block_n: int = 128, block_k: int = 64, num_warps: int = 8,
-                     num_stages: int = 3, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+                     out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """c: (..., K); weight: (N, K) contiguous; bias: (N,). Returns (..., N) in out_dtype (default c's
     dtype), rounded once from the fp32 accumulator.
     The dot runs in weight's dtype (bf16 weights with fp32 c: bf16 tensor-core products, fp32 output).
-
-    Defaults: compiled offline for sm_90, 32 x 128 tiles with 8 warps and 3 stages do not spill in
-    tf32/bf16 (24 bytes of stack in exact fp32) and use <= 88 KB of shared memory."""
+    Launch config: autotuned over GPU_CONFIGS (one fixed config under the interpreter)."""
     check_compute_dtype("c", c)
     dot_precision = check_precision(precision)
     K = c.shape[-1]
@@ -68,9 +78,7 @@ def adaln_modulation(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
         raise TypeError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
     out = torch.empty((M, N), dtype=out_dtype or c.dtype, device=c.device)
     if M:
-        grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-        _adaln_modulation_kernel[grid](cr, weight, bias, out, M, N, K, cr.stride(0), weight.stride(0),
-                                       out.stride(0), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                       DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=dot_precision, num_warps=num_warps,
-                                       num_stages=num_stages)
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))  # noqa: E731
+        _TUNED[grid](cr, weight, bias, out, M, N, K, cr.stride(0), weight.stride(0), out.stride(0),
+                     DOT_DTYPE=dot_dtype(weight.dtype), PRECISION=dot_precision)
     return out.view(*c.shape[:-1], N)

@@ -229,11 +229,14 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     its last token, (N, 1, D): the earlier tokens then need keys and values but no query, attention
     output or output projection (what the predictor's last block needs when only the last row is read).
 
-    Defaults from compiling for sm_90 offline (no GPU at hand, so not timed): 16 sequences x 8 warps,
-    32-wide K steps, 2 stages (1 in exact fp32: default_stages): 76 KB shared memory; ~220 bytes/thread of register spill in bf16 and
-    tf32, ~1.3 KB in exact fp32 (its FMA dots hold whole operand tiles in registers). A variant that
-    flattens (sequence, token) into rows and does the attention with 3-D broadcasts spilled far more
-    (0.7-5 KB) and was dropped.
+    Defaults from compiling for sm_90 offline (no GPU at hand, so not timed; kernels/compile_check.py):
+    16 sequences x 8 warps, 32-wide K steps, 2 stages (1 in exact fp32: default_stages): <= 76 KB shared
+    memory; <= 16 bytes/thread of register spill in bf16 and tf32, <= 0.8 KB in exact fp32 (its FMA dots
+    hold whole operand tiles in registers). Not autotuned: 64 sequences per program (wgmma-sized) spill
+    0.85 KB in bf16 and 1.7 KB in tf32 for the full 3-token window (T = 3 specialisation: three
+    (64, 256) fp32 output accumulators live across the head loop), though not in the cached last-row
+    step. A variant that flattens (sequence, token) into rows and does the attention with 3-D
+    broadcasts spilled far more (0.7-5 KB) and was dropped.
 
     KV cache (the planner's growing window): xn, residual and gate then hold only the window's last
     tokens, after `cached` earlier ones whose keys/values are read from kv_cache (N, W, 2, heads * dh)

@@ -5,8 +5,12 @@
 Triton can lower a kernel all the way to a cubin with no GPU or driver present (its wheel ships ptxas);
 this catches what the CPU interpreter cannot: code the real compiler rejects, shared memory beyond
 what an H100 offers per block, and register spills (reported from cuobjdump). It needs the kernels
-built for the compiler, so it refuses to run with TRITON_INTERPRET=1. The configurations checked are the
-launchers' defaults (tests/kernels/test_kernel_compile_sm90.py checks they stay in sync).
+built for the compiler, so it refuses to run with TRITON_INTERPRET=1. The configurations checked are every
+GPU autotune config (mlp, adaln_modulation) and the fixed launch configs (attention, norm_modulate);
+tests/kernels/test_kernel_compile_sm90.py checks they stay in sync. Arguments get the alignment hints
+the JIT gives them at the paper's shapes (DIVISIBLE_INTS), without which the compiler cannot vectorise
+loads and the spill figures are several times the real ones. Each line also says whether the PTX
+holds Hopper's wgmma.mma_async (tensor-core dots from >= 64-row tiles per warpgroup).
 """
 from __future__ import annotations
 
@@ -24,29 +28,44 @@ MODES = {"fp32-ieee": ("fp32", "fp32", "ieee"), "fp32-tf32": ("fp32", "fp32", "t
          "bf16-weights": ("fp32", "bf16", "ieee"), "bf16": ("bf16", "bf16", "ieee")}
 WEIGHT_PTRS = {"w_ptr", "wqkv_ptr", "wout_ptr", "w1_ptr", "w2_ptr"}   # matmul weights (the dot operand type)
 MOD_PTRS = {"shift_ptr", "scale_ptr", "gate_ptr"}                     # AdaLN modulation chunks
+# integer arguments that are multiples of 16 for the paper's model (D 192, hidden 2048, 16 x 64 heads,
+# 6 x 6 x 192 modulation rows); every stride_* is too (rows of 192-multiples). Per kernel: N is a width
+# in adaln_modulation but the sequence count in attention
+DIVISIBLE_INTS = {"_adaln_modulation_kernel": {"N", "K"}, "_mlp_kernel": {"D", "HIDDEN"},
+                  "_attention_kernel": {"D", "HEADS", "DH"}, "_norm_modulate_kernel": {"D"}}
 # register spill (cuobjdump STACK bytes per thread) above which a kernel fails the check. Exact fp32
 # attention (FMA dots: whole operand tiles in registers) with 2 stages spilled 5.4 KB/thread at T = 3
-# under triton 3.6; with 1 stage (attention.default_stages) its worst is 0.8 KB (3.6) / 1.2 KB (3.7.1);
-# tensor-core modes <= 250 B under both. The bounds catch a return to the 3.6 figure.
+# under triton 3.6 (without alignment hints); with 1 stage (attention.default_stages) and the hints its
+# worst is 0.8 KB under 3.7.1, the 64-row exact fp32 mlp 1.2 KB; tensor-core modes <= 288 B (the 64-row
+# tf32 mlp). The bounds catch a return to the 3.6 figure; configs above them are left out of the lists.
 MAX_SPILL = {"fp32-ieee": 1536, "fp32-tf32": 512, "bf16-weights": 512, "bf16": 512}
 
 
+def _tiles(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items() if k.startswith("BLOCK"))
+
+
 def specs(quick: bool):
-    """(name, kernel, constexprs, num_warps, num_stages, mode) for the launchers' default configurations."""
+    """(name, kernel, constexprs, num_warps, num_stages, mode): every GPU autotune config of mlp (its
+    dot class's list) and adaln_modulation, and the attention / norm_modulate launch defaults."""
     import torch
     import triton.language as tl
 
     from . import adaln_modulation as am, attention as at, mlp as ml, norm_modulate as nm
+    from ._common import dot_class
 
     out = []
     for mode, (_, wdt, prec) in MODES.items():
         if quick and mode in ("fp32-tf32", "bf16-weights"):
             continue
         dot = tl.float32 if wdt == "fp32" else tl.bfloat16
-        out.append(("adaln_modulation", am._adaln_modulation_kernel,
-                    dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=64, DOT_DTYPE=dot, PRECISION=prec), 8, 3, mode))
+        weight_dtype = torch.float32 if wdt == "fp32" else torch.bfloat16
+        for c in am.GPU_CONFIGS:
+            consts = {k: v for k, v in c.items() if k.startswith("BLOCK")}
+            out.append((f"adaln_modulation {_tiles(c)}", am._adaln_modulation_kernel,
+                        dict(consts, DOT_DTYPE=dot, PRECISION=prec), c["num_warps"], c["num_stages"], mode))
         att = dict(BLOCK_N=16, BLOCK_D=256, BLOCK_DH=64, BLOCK_K=32, DOT_DTYPE=dot, PRECISION=prec)
-        att_stages = at.default_stages(torch.float32 if wdt == "fp32" else torch.bfloat16, prec)
+        att_stages = at.default_stages(weight_dtype, prec)
         for T in ((3,) if quick else (1, 2, 3)):
             out.append((f"attention T={T}", at._attention_kernel,
                         dict(T=T, C=0, STORE_KV=False, OUT0=True, OUT1=T >= 2, OUT_SHIFT=0, **att), 8, att_stages, mode))
@@ -59,8 +78,10 @@ def specs(quick: bool):
                         dict(T=2, C=1, STORE_KV=True, OUT0=False, OUT1=True, OUT_SHIFT=1, **att), 8, att_stages, mode))
             out.append(("attention T=3 last", at._attention_kernel,   # the slid window's last block
                         dict(T=3, C=0, STORE_KV=False, OUT0=False, OUT1=False, OUT_SHIFT=2, **att), 8, att_stages, mode))
-        out.append(("mlp", ml._mlp_kernel,
-                    dict(BLOCK_M=32, BLOCK_D=256, BLOCK_H=32, DOT_DTYPE=dot, PRECISION=prec), 8, 2, mode))
+        for c in ml.GPU_CONFIGS[dot_class(weight_dtype, prec)]:
+            consts = {k: v for k, v in c.items() if k.startswith("BLOCK")}
+            out.append((f"mlp {_tiles(c)}", ml._mlp_kernel, dict(consts, BLOCK_D=256, DOT_DTYPE=dot, PRECISION=prec),
+                        c["num_warps"], c["num_stages"], mode))
         if mode in ("fp32-ieee", "bf16"):
             out.append(("norm_modulate", nm._norm_modulate_kernel, dict(MODULATE=True, BLOCK_M=16, BLOCK_D=256),
                         4, 1, mode))
@@ -68,8 +89,8 @@ def specs(quick: bool):
 
 
 def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int, elem: str, weight_elem: str) -> dict:
-    """Lower one kernel to a cubin for sm_90; returns shared memory bytes and, if cuobjdump is there,
-    registers and stack (spill) bytes per thread."""
+    """Lower one kernel to a cubin for sm_90; returns shared memory bytes, whether the PTX uses wgmma
+    and, if cuobjdump is there, registers and stack (spill) bytes per thread."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -79,10 +100,17 @@ def compile_sm90(kernel, constexprs: dict, num_warps: int, num_stages: int, elem
     signature = {n: ("constexpr" if n in constexprs else f"*{weight_elem}" if n in WEIGHT_PTRS | mods
                      else f"*{elem}" if n.endswith("_ptr") else "fp32" if n in FLOAT_ARGS else "i32")
                  for n in kernel.arg_names}
-    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    # what the JIT specialises on at the paper's shapes: 16-byte aligned pointers (modulation chunks
+    # start at multiples of D = 192 elements) and integers that are multiples of 16 (D, hidden, the row
+    # strides); row counts (M, N sequences) vary with the batch and get no hint
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
+             if n not in constexprs and (n.endswith("_ptr") or n.startswith("stride_")
+                                             or n in DIVISIBLE_INTS[kernel.fn.__name__])}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
-    info = {"shared_bytes": compiled.metadata.shared, "registers": None, "stack_bytes": None}
+    info = {"shared_bytes": compiled.metadata.shared, "registers": None, "stack_bytes": None,
+            "wgmma": "wgmma.mma_async" in compiled.asm["ptx"]}
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if os.path.exists(cuobjdump):
         with tempfile.TemporaryDirectory() as tmp:
@@ -110,14 +138,14 @@ def main(argv=None) -> int:
             info = compile_sm90(kernel, consts, warps, stages, elem, weight_elem)
         except Exception as exc:  # report every kernel, then fail
             failures += 1
-            print(f"FAIL {name:16s} {mode:12s} {type(exc).__name__}: {str(exc)[:300]}")
+            print(f"FAIL {name:48s} {mode:12s} {type(exc).__name__}: {str(exc)[:300]}")
             continue
         spill = info["stack_bytes"]
         ok = info["shared_bytes"] <= SMEM_LIMIT and (spill is None or spill <= MAX_SPILL[mode])
         failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name:16s} {mode:12s} warps={warps} stages={stages} "
-              f"smem={info['shared_bytes'] // 1024}KB regs={info['registers']} spill={spill}B (max {MAX_SPILL[mode]})",
-              flush=True)
+        print(f"{'ok  ' if ok else 'FAIL'} {name:48s} {mode:12s} warps={warps} stages={stages} "
+              f"smem={info['shared_bytes'] // 1024}KB regs={info['registers']} spill={spill}B (max {MAX_SPILL[mode]}) "
+              f"wgmma={'yes' if info['wgmma'] else 'no'}", flush=True)
     return 1 if failures else 0
 
 

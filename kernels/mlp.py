@@ -14,11 +14,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import as_rows, block_size, check_compute_dtype, check_modulation, check_param, check_precision, dot_dtype
+from ._common import (as_rows, block_size, check_compute_dtype, check_modulation, check_param, check_precision,
+                      dot_class, dot_dtype, tuning_configs)
 from .norm_modulate import _double_norm_rows
 
 import triton
 import triton.language as tl
+
+# Launch configs per dot class (_common.dot_class), autotuned on the GPU per (M, D, HIDDEN, dtypes).
+# Every one is compiled for sm_90 by compile_check.py, which fails above its spill bound; figures at the
+# paper's shapes (spill bytes/thread, shared memory). 64 rows per program is one wgmma M tile per
+# warpgroup (wgmma.mma_async in the bf16/tf32 PTX; 32 rows lower to mma.sync) and reads each weight
+# tile once per 64 rows instead of 32. 128-row tiles spill 0.86 KB in bf16 (the (128, 256) fp32
+# accumulator) and 64-row tiles 0.57 KB in tf32 with 2 stages and 7.6 KB in fp32 with 64-wide hidden
+# tiles, so they are not listed.
+GPU_CONFIGS = {
+    "bf16": [dict(BLOCK_M=64, BLOCK_H=32, num_warps=8, num_stages=2),     # 0 B spill, 96 KB
+             dict(BLOCK_M=64, BLOCK_H=32, num_warps=8, num_stages=3),     # 0 B, 128 KB
+             dict(BLOCK_M=64, BLOCK_H=64, num_warps=8, num_stages=2),     # <= 72 B, 160 KB
+             dict(BLOCK_M=32, BLOCK_H=32, num_warps=8, num_stages=2)],    # <= 8 B, 50 KB (mma.sync)
+    "tf32": [dict(BLOCK_M=64, BLOCK_H=32, num_warps=8, num_stages=1),     # 288 B, 96 KB
+             dict(BLOCK_M=64, BLOCK_H=16, num_warps=8, num_stages=1),     # 232 B, 80 KB
+             dict(BLOCK_M=32, BLOCK_H=32, num_warps=8, num_stages=2)],    # 0 B, 100 KB
+    "ieee": [dict(BLOCK_M=64, BLOCK_H=32, num_warps=8, num_stages=2),     # 1.2 KB (FMA dots), 136 KB
+             dict(BLOCK_M=32, BLOCK_H=32, num_warps=8, num_stages=2)],    # 0 B, 100 KB
+}
+INTERPRETER_CONFIG = dict(BLOCK_M=32, BLOCK_H=32, num_warps=8, num_stages=2)
 
 
 def mlp_ref(x, shift, scale, gate, ln_weight, ln_bias, w1, b1, w2, b2, eps_plain: float = 1e-6,
@@ -67,18 +88,24 @@ def _mlp_kernel(x_ptr, shift_ptr, scale_ptr, gate_ptr, lnw_ptr, lnb_ptr, w1_ptr,
     tl.store(out_ptr + r64 * stride_out + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+# one tuner per dot class over the same kernel (_mlp_kernel itself stays the plain JIT function that
+# compile_check lowers and explicit launch configs call)
+_TUNED = {cls: triton.autotune(tuning_configs(configs, INTERPRETER_CONFIG), key=["M", "D", "HIDDEN"])(_mlp_kernel)
+          for cls, configs in GPU_CONFIGS.items()}
+
+
 def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.Tensor, ln_weight: torch.Tensor,
         ln_bias: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
         precision: str = "ieee", eps_plain: float = 1e-6, eps_affine: float = 1e-5,
-        block_m: int = 32, block_h: int = 32, num_warps: int = 8, num_stages: int = 2) -> torch.Tensor:
+        block_m: int | None = None, block_h: int | None = None, num_warps: int = 8,
+        num_stages: int = 2) -> torch.Tensor:
     """x, shift, scale, gate: (..., D) in one dtype (shift/scale/gate may be strided chunks of the
     modulation vector); ln_weight, ln_bias, b2: (D,); w1: (hidden, D); b1: (hidden,); w2: (D, hidden).
     Parameters may be narrower than x (bf16 w1/w2: bf16 tensor-core dots; everything else stays fp32).
     Returns x + gate * FF(modulate(LN(x))) as a new tensor shaped like x.
 
-    Defaults chosen by compiling for sm_90 offline (no GPU was at hand): 32 x 32 hidden tiles, 8 warps,
-    2 pipeline stages is the largest config with no register spills in fp32/tf32/bf16 (100 KB of shared
-    memory in fp32); 64-wide hidden tiles spill and 3 stages of fp32 tiles overflow H100 shared memory."""
+    Launch config: autotuned over GPU_CONFIGS[dot class] (one fixed config under the interpreter);
+    block_m and block_h (with num_warps, num_stages) launch that config instead (sweeps, benchmarks)."""
     check_compute_dtype("x", x)
     dot_precision = check_precision(precision)
     D = x.shape[-1]
@@ -93,10 +120,16 @@ def mlp(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.T
     xr, sh, sc, gt = (as_rows(t, D) for t in (x, shift, scale, gate))
     M = xr.shape[0]
     out = torch.empty((M, D), dtype=x.dtype, device=x.device)
-    if M:
-        _mlp_kernel[(triton.cdiv(M, block_m),)](
-            xr, sh, sc, gt, ln_weight, ln_bias, w1, b1, w2, b2, out, M, D, hidden,
-            xr.stride(0), sh.stride(0), sc.stride(0), gt.stride(0), out.stride(0), eps_plain, eps_affine,
-            BLOCK_M=block_m, BLOCK_D=block_size(D), BLOCK_H=block_h, DOT_DTYPE=dot_dtype(w1.dtype),
-            PRECISION=dot_precision, num_warps=num_warps, num_stages=num_stages)
+    if (block_m is None) != (block_h is None):
+        raise ValueError("pass both block_m and block_h (an explicit launch config), or neither (autotuned)")
+    if M == 0:
+        return out.view(x.shape)
+    args = (xr, sh, sc, gt, ln_weight, ln_bias, w1, b1, w2, b2, out, M, D, hidden,
+            xr.stride(0), sh.stride(0), sc.stride(0), gt.stride(0), out.stride(0), eps_plain, eps_affine)
+    consts = dict(BLOCK_D=block_size(D), DOT_DTYPE=dot_dtype(w1.dtype), PRECISION=dot_precision)
+    if block_m is None:
+        _TUNED[dot_class(w1.dtype, precision)][lambda meta: (triton.cdiv(M, meta["BLOCK_M"]),)](*args, **consts)
+    else:
+        _mlp_kernel[(triton.cdiv(M, block_m),)](*args, BLOCK_M=block_m, BLOCK_H=block_h, num_warps=num_warps,
+                                                 num_stages=num_stages, **consts)
     return out.view(x.shape)
