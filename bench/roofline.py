@@ -37,12 +37,14 @@ SOURCES = {"bf16_tflops": "measured (issue 14)", "dram_tbps": "measured (issue 1
            "launch_us_graph": "assumption (CUDA graph node)", "launch_us_eager": "assumption (Python + launch)"}
 # attention's per (precision, output kind): "one" output token (the cached steps, last_only) or a
 # "window" of 2-3 (kernels/attention.py output_kind); today's are the lead configs of its autotune lists
-ROWS_PER_PROGRAM = {"whole_window": {"attention": {"bf16/one": 16, "bf16/window": 16, "fp32/one": 16, "fp32/window": 16},
+ROWS_PER_PROGRAM = {"whole_window": {"attention": {"bf16/one": 16, "bf16/window": 16, "fp32/one": 16,
+                                                   "fp32/window": 16},
                                      "mlp": 32, "adaln_modulation": 32},
                     "kv_cache_today": {"attention": {"bf16/one": 64, "bf16/window": 32, "fp32/one": 32,
                                                      "fp32/window": 16},
                                        "mlp": 64, "adaln_modulation": 64},
-                    "kv_cache": {"attention": {"bf16/one": 128, "bf16/window": 128, "fp32/one": 128, "fp32/window": 128},
+                    "kv_cache": {"attention": {"bf16/one": 128, "bf16/window": 128, "fp32/one": 128,
+                                               "fp32/window": 128},
                                  "mlp": 128, "adaln_modulation": 128}}
 PATHS = tuple(ROWS_PER_PROGRAM)
 

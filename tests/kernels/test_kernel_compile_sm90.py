@@ -86,7 +86,7 @@ def test_autotuners_use_the_listed_configs():
         assert [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in tuned] == gpu
         assert gpu[-1] == dict(former_default, num_stages=stages[cls]), (cls, kind)     # kept as the fallback
     # one-token windows (the planner's cached steps) lead with a wgmma-sized 64 sequences per program
-    assert attention.GPU_CONFIGS["bf16", "one"][0]["BLOCK_N"] == attention.GPU_CONFIGS["tf32", "one"][0]["BLOCK_N"] == 64
+    assert [attention.GPU_CONFIGS[cls, "one"][0]["BLOCK_N"] for cls in ("bf16", "tf32")] == [64, 64]
     if _common.interpreting():
         assert len(adaln_modulation._TUNED.configs) == 1
         assert all(len(t.configs) == 1 for t in mlp._TUNED.values())
