@@ -181,13 +181,14 @@ def stage_kernels(out) -> int:
     return 0
 
 
-# launch configurations to time on the first GPU run (bf16, the B=50 full window), the default first:
-# attention's fixed config and variants; for mlp its bf16 autotune list (the tuner picks one per shape
-# but does not report the others' times); offline sm_90 compiles say which spill, only a GPU which is fastest
-SWEEP = {"attention": [dict(block_n=16, block_k=32, num_warps=8, num_stages=2),
-                       dict(block_n=16, block_k=32, num_warps=8, num_stages=1),
-                       dict(block_n=32, block_k=32, num_warps=8, num_stages=2),
-                       dict(block_n=16, block_k=64, num_warps=8, num_stages=2)]}
+# launch configurations to time on the first GPU run (bf16, the B=50 full window): the bf16 autotune list
+# of each kernel for that shape, lead config first (the tuner picks one per shape but does not report the
+# others' times); offline sm_90 compiles say which spill, only a GPU which is fastest
+def _attention_sweep() -> list[dict]:
+    from lewm_fast.kernels.attention import GPU_CONFIGS
+
+    return [dict(block_n=c["BLOCK_N"], block_k=c["BLOCK_K"], num_warps=c["num_warps"], num_stages=c["num_stages"])
+            for c in GPU_CONFIGS["bf16", "window"]]
 
 
 def _mlp_sweep() -> list[dict]:
@@ -201,7 +202,7 @@ def _sweep(r, cfg, N, dev, bench, cuda):
     from bench.kernels import kernel_cases
 
     cases = {name: fn for name, _, _, fn in kernel_cases(cfg, N, 3, "bf16", dev)}
-    for kernel, configs in dict(SWEEP, mlp=_mlp_sweep()).items():
+    for kernel, configs in dict(attention=_attention_sweep(), mlp=_mlp_sweep()).items():
         base = None
         for opts in (configs if cuda else configs[:1]):
             try:

@@ -11,8 +11,9 @@ timings with `launch()` at the same shapes). Three Triton paths are modelled, at
   per program (each program re-reads its weight tiles through L2);
 - "kv_cache_today": today's TritonPredictor: keys/values kept while the window grows (9 token
   passes), last_only in the last block, modulation once per iteration stored in the matmul dtype,
-  64-row programs for mlp and adaln_modulation (the lead configs of their autotune lists; 128-row
-  mlp tiles spill) but still 16 sequences per attention program (64 spill in the full window);
+  the lead configs of the autotune lists: 64-row programs for mlp and adaln_modulation (128-row mlp
+  tiles spill) and for attention's one-token steps, 32 sequences per attention program for the full
+  3-token window (64 spill there), in exact fp32 attention 32 / 16 (FMA dots spill at more);
 - "kv_cache": the design issue 14 asks for: the same step with >= 128 rows per program.
 
 Per launch: time = max(FLOPs / peak, DRAM bytes / bandwidth, L2 bytes / L2 bandwidth) + launch cost.
@@ -34,9 +35,17 @@ PEAKS = {"bf16_tflops": 790.0, "fp32_fma_tflops": 67.0, "dram_tbps": 4.3, "l2_tb
 SOURCES = {"bf16_tflops": "measured (issue 14)", "dram_tbps": "measured (issue 14)",
            "fp32_fma_tflops": "H200 data sheet, non-tensor fp32", "l2_tbps": "assumption",
            "launch_us_graph": "assumption (CUDA graph node)", "launch_us_eager": "assumption (Python + launch)"}
-ROWS_PER_PROGRAM = {"whole_window": {"attention": 16, "mlp": 32, "adaln_modulation": 32},
-                    "kv_cache_today": {"attention": 16, "mlp": 64, "adaln_modulation": 64},
-                    "kv_cache": {"attention": 128, "mlp": 128, "adaln_modulation": 128}}
+# attention's per (precision, output kind): "one" output token (the cached steps, last_only) or a
+# "window" of 2-3 (kernels/attention.py output_kind); today's are the lead configs of its autotune lists
+ROWS_PER_PROGRAM = {"whole_window": {"attention": {"bf16/one": 16, "bf16/window": 16, "fp32/one": 16,
+                                                   "fp32/window": 16},
+                                     "mlp": 32, "adaln_modulation": 32},
+                    "kv_cache_today": {"attention": {"bf16/one": 64, "bf16/window": 32, "fp32/one": 32,
+                                                     "fp32/window": 16},
+                                       "mlp": 64, "adaln_modulation": 64},
+                    "kv_cache": {"attention": {"bf16/one": 128, "bf16/window": 128, "fp32/one": 128,
+                                               "fp32/window": 128},
+                                 "mlp": 128, "adaln_modulation": 128}}
 PATHS = tuple(ROWS_PER_PROGRAM)
 
 
@@ -83,7 +92,8 @@ def launch(kernel: str, cfg, rows: int, tokens: int, precision: str, path: str =
         pairs = rows * sum(range(tokens - (1 if last_only else new) + 1, tokens + 1))
         flops = 2 * n * D * 2 * inner + 2 * q_rows * D * inner + 4 * pairs * inner + 2 * q_rows * inner * D
         dram = n * D * ab + q_rows * D * (ab + mb + ab) + w + kv_cached + kv_written
-        return Launch(kernel, flops, dram, math.ceil(rows / per_prog["attention"]) * w)
+        kind = "one" if last_only or new == 1 else "window"      # output tokens accumulated per program
+        return Launch(kernel, flops, dram, math.ceil(rows / per_prog["attention"][f"{precision}/{kind}"]) * w)
     if kernel == "mlp":
         n = rows * (1 if last_only else new)
         w = 2 * M * D * wb

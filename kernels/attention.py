@@ -22,12 +22,44 @@ import math
 import torch
 
 from ._common import (block_size, check_compute_dtype, check_modulation, check_param, check_precision, check_tensor,
-                      dot_dtype)
+                      dot_class, dot_dtype, tuning_configs)
 
 import triton
 import triton.language as tl
 
 MAX_TOKENS = 3
+
+# Launch configs per (dot class, output kind), autotuned on the GPU per (N, shapes, window constexprs).
+# The kind is how many tokens' output rows a program accumulates across the head loop (output_kind):
+# "one" (T = 1, the KV-cached steps, last_only) or "window" (2-3 tokens of an uncached window, one
+# (BLOCK_N, 256) fp32 accumulator each: the register hog). Every config is compiled for sm_90 by
+# compile_check.py, which fails above its spill bound; noted: the worst spill bytes/thread over the
+# kind's window shapes (bf16: also fp32 activations with bf16 weights) and shared memory, at the
+# paper's shapes. 64 sequences per program read each weight tile once per 64 sequences instead of 16
+# and are one wgmma M tile per warpgroup (wgmma.mma_async in the bf16/tf32 PTX; 16 and 32 rows lower
+# to mma.sync). Left out (spill over the bound): 64 rows with 4 warps (0.6-2.9 KB), 128 rows (0.4-1.8
+# KB), 64 rows for the 3-token window (0.8-1 KB bf16, 1.5 KB tf32 with 8 warps; 0.6 / 0.9 KB with 16),
+# and in exact fp32 (FMA dots: whole operand tiles in registers) 64 rows (4.6-5.6 KB) and 32 rows for
+# the 3-token window (1.9 KB). The former fixed default (16 sequences, 32-wide K steps, 8 warps,
+# default_stages) ends each list, for the tuner to compare.
+GPU_CONFIGS = {
+    ("bf16", "one"): [dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2),     # <= 48 B, <= 64 KB
+                      dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=1),     # <= 16 B, <= 64 KB
+                      dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=2)],
+    ("bf16", "window"): [dict(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=2),  # <= 8 B, 36 KB
+                         dict(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=1),  # <= 24 B, 36 KB
+                         dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=2)],
+    ("tf32", "one"): [dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=1),     # <= 80 B, 80 KB
+                      dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2),     # <= 144 B, <= 96 KB
+                      dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=2)],
+    ("tf32", "window"): [dict(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=2),  # <= 24 B, 88 KB
+                         dict(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=1),  # <= 32 B, 88 KB
+                         dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=2)],
+    ("ieee", "one"): [dict(BLOCK_N=32, BLOCK_K=32, num_warps=8, num_stages=1),     # <= 624 B, 72 KB
+                      dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=1)],
+    ("ieee", "window"): [dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=1)],  # <= 816 B, 76 KB
+}
+INTERPRETER_CONFIG = dict(BLOCK_N=16, BLOCK_K=32, num_warps=8, num_stages=2)
 
 
 def attention_ref(xn, w_qkv, w_out, b_out, residual, gate, heads: int, last_only: bool = False):
@@ -209,6 +241,31 @@ def _attention_kernel(xn_ptr, wqkv_ptr, wout_ptr, bout_ptr, res_ptr, gate_ptr, o
                      stride_res_n, stride_res_t, stride_gate_n, stride_gate_t, stride_out_n, stride_out_t)
 
 
+def window_flags(T: int, C: int, last_only: bool) -> dict:
+    """The kernel's output constexprs for a T-token window whose first C tokens are cached: which of
+    tokens 0 / 1 are output (token T-1 always is) and the out row of token 0 (OUT_SHIFT)."""
+    return dict(OUT0=C == 0 and (T == 1 or not last_only),
+                OUT1=C <= 1 and (T == 2 or (T == 3 and not last_only)),
+                OUT_SHIFT=T - 1 if last_only else C)
+
+
+def output_kind(T: int, OUT0: bool, OUT1: bool) -> str:
+    """Which GPU_CONFIGS list a window uses: "one" output token (one fp32 accumulator across the head
+    loop) or "window" (two or three)."""
+    return "window" if OUT0 + OUT1 + (T >= 3) >= 2 else "one"
+
+
+# one tuner per (dot class, output kind) over the same kernel (_attention_kernel stays the plain JIT
+# function that compile_check lowers and explicit launch configs call). The window constexprs are in the
+# key: each window shape is its own specialisation and gets its own timing. Benchmarking relaunches the
+# kernel; that is safe without restore_value: out is written whole, and the only other write (STORE_KV:
+# the computed tokens' keys/values into kv) stores values made from xn and the weights alone, at window
+# positions the kernel never reads (it reads the cached positions < C and writes those >= C).
+_KEY = ["N", "D", "HEADS", "DH", "T", "C", "STORE_KV", "OUT0", "OUT1", "OUT_SHIFT"]
+_TUNED = {k: triton.autotune(tuning_configs(configs, INTERPRETER_CONFIG), key=_KEY)(_attention_kernel)
+          for k, configs in GPU_CONFIGS.items()}
+
+
 def default_stages(weight_dtype: torch.dtype, precision: str) -> int:
     """Pipeline stages: 1 for exact fp32 (FMA dots: a second stage's operand tiles only add register
     pressure; sm_90 offline compiles, T = 3: 5.4 KB/thread spill -> 0.8 KB under triton 3.6, 1.3 ->
@@ -219,7 +276,7 @@ def default_stages(weight_dtype: torch.dtype, precision: str) -> int:
 def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
               residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
               last_only: bool = False, kv_cache: torch.Tensor | None = None, cached: int = 0,
-              store_kv: bool = False, block_n: int = 16, block_k: int = 32, num_warps: int = 8,
+              store_kv: bool = False, block_n: int | None = None, block_k: int | None = None, num_warps: int = 8,
               num_stages: int | None = None) -> torch.Tensor:
     """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
     b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
@@ -229,14 +286,13 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     its last token, (N, 1, D): the earlier tokens then need keys and values but no query, attention
     output or output projection (what the predictor's last block needs when only the last row is read).
 
-    Defaults from compiling for sm_90 offline (no GPU at hand, so not timed; kernels/compile_check.py):
-    16 sequences x 8 warps, 32-wide K steps, 2 stages (1 in exact fp32: default_stages): <= 76 KB shared
-    memory; <= 16 bytes/thread of register spill in bf16 and tf32, <= 0.8 KB in exact fp32 (its FMA dots
-    hold whole operand tiles in registers). Not autotuned: 64 sequences per program (wgmma-sized) spill
-    0.85 KB in bf16 and 1.7 KB in tf32 for the full 3-token window (T = 3 specialisation: three
-    (64, 256) fp32 output accumulators live across the head loop), though not in the cached last-row
-    step. A variant that flattens (sequence, token) into rows and does the attention with 3-D
-    broadcasts spilled far more (0.7-5 KB) and was dropped.
+    Launch config: autotuned over GPU_CONFIGS[dot class, output_kind] (one fixed config under the
+    interpreter): 64 sequences per program for one output token, 32 for a whole 2-3 token window (64
+    spill there: three (64, 256) fp32 output accumulators live across the head loop), 16 in exact fp32
+    (FMA dots hold whole operand tiles in registers: 1 stage, default_stages). block_n and block_k (with
+    num_warps, and num_stages or default_stages) launch that config instead (sweeps, benchmarks). A
+    variant that flattens (sequence, token) into rows and does the attention with 3-D broadcasts
+    spilled far more (0.7-5 KB) and was dropped.
 
     KV cache (the planner's growing window): xn, residual and gate then hold only the window's last
     tokens, after `cached` earlier ones whose keys/values are read from kv_cache (N, W, 2, heads * dh)
@@ -279,18 +335,19 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
         if kv_cache.device != xn.device or kv_cache.stride(3) != 1 or kv_cache.stride(2) != inner:
             raise ValueError("kv_cache must be on xn's device with contiguous (2, inner) rows")
     kv = kv_cache if kv_cache is not None else out        # a dummy pointer, never read or written
-    num_stages = default_stages(w_qkv.dtype, dot_precision) if num_stages is None else num_stages
-    grid = (triton.cdiv(N, block_n),)
-    _attention_kernel[grid](xn, w_qkv, w_out, b_out, residual, gate, out, kv, N, D, heads, dim_head,
-                            1.0 / math.sqrt(dim_head),
-                            xn.stride(0), xn.stride(1), residual.stride(0), residual.stride(1),
-                            gate.stride(0), gate.stride(1), out.stride(0), out.stride(1),
-                            kv.stride(0), kv.stride(1),
-                            T=W, C=C, STORE_KV=bool(store_kv),
-                            OUT0=C == 0 and (W == 1 or not last_only),
-                            OUT1=C <= 1 and (W == 2 or (W == 3 and not last_only)),
-                            OUT_SHIFT=W - 1 if last_only else C, BLOCK_N=block_n, BLOCK_D=block_size(D),
-                            BLOCK_DH=block_size(dim_head), BLOCK_K=block_k, DOT_DTYPE=dot_dtype(w_qkv.dtype),
-                            PRECISION=dot_precision,
-                            num_warps=num_warps, num_stages=num_stages)
+    if (block_n is None) != (block_k is None):
+        raise ValueError("pass both block_n and block_k (an explicit launch config), or neither (autotuned)")
+    flags = window_flags(W, C, last_only)
+    args = (xn, w_qkv, w_out, b_out, residual, gate, out, kv, N, D, heads, dim_head, 1.0 / math.sqrt(dim_head),
+            xn.stride(0), xn.stride(1), residual.stride(0), residual.stride(1), gate.stride(0), gate.stride(1),
+            out.stride(0), out.stride(1), kv.stride(0), kv.stride(1))
+    consts = dict(T=W, C=C, STORE_KV=bool(store_kv), **flags, BLOCK_D=block_size(D), BLOCK_DH=block_size(dim_head),
+                  DOT_DTYPE=dot_dtype(w_qkv.dtype), PRECISION=dot_precision)
+    if block_n is None:
+        tuned = _TUNED[dot_class(w_qkv.dtype, precision), output_kind(W, flags["OUT0"], flags["OUT1"])]
+        tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)](*args, **consts)
+    else:
+        num_stages = default_stages(w_qkv.dtype, dot_precision) if num_stages is None else num_stages
+        _attention_kernel[(triton.cdiv(N, block_n),)](*args, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
+                                                       num_stages=num_stages, **consts)
     return out

@@ -6,7 +6,7 @@ Triton can lower a kernel all the way to a cubin with no GPU or driver present (
 this catches what the CPU interpreter cannot: code the real compiler rejects, shared memory beyond
 what an H100 offers per block, and register spills (reported from cuobjdump). It needs the kernels
 built for the compiler, so it refuses to run with TRITON_INTERPRET=1. The configurations checked are every
-GPU autotune config (mlp, adaln_modulation) and the fixed launch configs (attention, norm_modulate);
+GPU autotune config (mlp, adaln_modulation, attention) and norm_modulate's fixed launch config;
 tests/kernels/test_kernel_compile_sm90.py checks they stay in sync. Arguments get the alignment hints
 the JIT gives them at the paper's shapes (DIVISIBLE_INTS), without which the compiler cannot vectorise
 loads and the spill figures are several times the real ones. Each line also says whether the PTX
@@ -41,13 +41,22 @@ DIVISIBLE_INTS = {"_adaln_modulation_kernel": {"N", "K"}, "_mlp_kernel": {"D", "
 MAX_SPILL = {"fp32-ieee": 1536, "fp32-tf32": 512, "bf16-weights": 512, "bf16": 512}
 
 
+# attention's window shapes (name, window tokens T, cached C, store_kv, last_only): the uncached windows
+# and the planner's steps: the first (1 token, keys/values stored), the growing window (1 new token,
+# stored), the full window's last token (2 cached) and the slid window's last block (uncached, last row)
+ATTENTION_WINDOWS = [("T=1", 1, 0, False, False), ("T=2", 2, 0, False, False), ("T=3", 3, 0, False, False),
+                     ("T=1 kv", 1, 0, True, False), ("T=2 C=1 kv", 2, 1, True, False),
+                     ("T=3 C=2 last", 3, 2, False, True), ("T=3 last", 3, 0, False, True)]
+
+
 def _tiles(config: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in config.items() if k.startswith("BLOCK"))
 
 
 def specs(quick: bool):
-    """(name, kernel, constexprs, num_warps, num_stages, mode): every GPU autotune config of mlp (its
-    dot class's list) and adaln_modulation, and the attention / norm_modulate launch defaults."""
+    """(name, kernel, constexprs, num_warps, num_stages, mode): every GPU autotune config of mlp and
+    attention (per mode their dot class's lists; attention's per window shape in ATTENTION_WINDOWS, its
+    output kind's list) and adaln_modulation, and norm_modulate's launch default."""
     import torch
     import triton.language as tl
 
@@ -64,20 +73,16 @@ def specs(quick: bool):
             consts = {k: v for k, v in c.items() if k.startswith("BLOCK")}
             out.append((f"adaln_modulation {_tiles(c)}", am._adaln_modulation_kernel,
                         dict(consts, DOT_DTYPE=dot, PRECISION=prec), c["num_warps"], c["num_stages"], mode))
-        att = dict(BLOCK_N=16, BLOCK_D=256, BLOCK_DH=64, BLOCK_K=32, DOT_DTYPE=dot, PRECISION=prec)
-        att_stages = at.default_stages(weight_dtype, prec)
-        for T in ((3,) if quick else (1, 2, 3)):
-            out.append((f"attention T={T}", at._attention_kernel,
-                        dict(T=T, C=0, STORE_KV=False, OUT0=True, OUT1=T >= 2, OUT_SHIFT=0, **att), 8, att_stages, mode))
-        # the planner's KV-cached steps: the growing window (1 new token, keys/values stored), and the
-        # last block of the full window (2 cached tokens, last row only); quick keeps the heaviest
-        out.append(("attention T=3 C=2 last", at._attention_kernel,
-                    dict(T=3, C=2, STORE_KV=False, OUT0=False, OUT1=False, OUT_SHIFT=2, **att), 8, att_stages, mode))
-        if not quick:
-            out.append(("attention T=2 C=1 kv", at._attention_kernel,
-                        dict(T=2, C=1, STORE_KV=True, OUT0=False, OUT1=True, OUT_SHIFT=1, **att), 8, att_stages, mode))
-            out.append(("attention T=3 last", at._attention_kernel,   # the slid window's last block
-                        dict(T=3, C=0, STORE_KV=False, OUT0=False, OUT1=False, OUT_SHIFT=2, **att), 8, att_stages, mode))
+        cls = dot_class(weight_dtype, prec)
+        for window, T, C, store_kv, last_only in ATTENTION_WINDOWS:
+            if quick and window not in ("T=3", "T=3 C=2 last"):     # the heaviest of each output kind
+                continue
+            flags = at.window_flags(T, C, last_only)
+            for c in at.GPU_CONFIGS[cls, at.output_kind(T, flags["OUT0"], flags["OUT1"])]:
+                consts = dict(T=T, C=C, STORE_KV=store_kv, **flags, BLOCK_N=c["BLOCK_N"], BLOCK_D=256, BLOCK_DH=64,
+                              BLOCK_K=c["BLOCK_K"], DOT_DTYPE=dot, PRECISION=prec)
+                out.append((f"attention {window} {_tiles(c)}", at._attention_kernel, consts, c["num_warps"],
+                            c["num_stages"], mode))
         for c in ml.GPU_CONFIGS[dot_class(weight_dtype, prec)]:
             consts = {k: v for k, v in c.items() if k.startswith("BLOCK")}
             out.append((f"mlp {_tiles(c)}", ml._mlp_kernel, dict(consts, BLOCK_D=256, DOT_DTYPE=dot, PRECISION=prec),

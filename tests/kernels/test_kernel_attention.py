@@ -93,3 +93,14 @@ def test_rejects_bad_inputs(device):
         attention(xn, w_qkv, w_out[:, :16], b_out, res, gate, 4)
     with pytest.raises(ValueError, match="contiguous"):
         attention(xn.transpose(0, 1).contiguous().transpose(0, 1), w_qkv, w_out, b_out, res, gate, 4)
+
+
+@pytest.mark.parametrize("block_n,block_k", [(16, 16), (32, 64)])
+def test_explicit_launch_config(block_n, block_k, device):
+    """block_n / block_k launch that fixed config (sweeps) instead of the tuned one: same maths, with
+    sequences and K steps that do not fill the tiles (N = 37 over 32-row programs, D = 48 over 64)."""
+    xn, w_qkv, w_out, b_out, res, gate = _inputs(37, 3, 48, 2, 16, torch.float32, device, seed=3)
+    got = attention(xn, w_qkv, w_out, b_out, res, gate, 2, block_n=block_n, block_k=block_k, num_stages=1)
+    assert_close(got, attention_ref(xn, w_qkv, w_out, b_out, res, gate, 2), torch.float32)
+    with pytest.raises(ValueError, match="both block_n and block_k"):
+        attention(xn, w_qkv, w_out, b_out, res, gate, 2, block_n=block_n)
