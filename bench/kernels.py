@@ -123,13 +123,12 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     from lewm_fast.kernels.attention import attention
     from lewm_fast.kernels.mlp import mlp
     from lewm_fast.kernels.norm_modulate import norm_modulate
-    from lewm_fast.model import pack_predictor
     from lewm_fast.planning.backends import TritonPredictor
 
     model = random_model(cfg).to(dev)
     kp_prec = "bf16" if precision == "bf16" else "ieee"
-    packed = pack_predictor(model.predictor, precision=kp_prec, dtype=torch.float32)
     step = TritonPredictor(model, kp_prec)
+    packed = step.packed              # the weights as the step packed them (one pack, not two)
     blk = packed.blocks[0]
     D = cfg.embed_dim
     g = torch.Generator(device=dev).manual_seed(0)

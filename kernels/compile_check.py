@@ -83,7 +83,7 @@ def specs(quick: bool):
                               BLOCK_K=c["BLOCK_K"], DOT_DTYPE=dot, PRECISION=prec)
                 out.append((f"attention {window} {_tiles(c)}", at._attention_kernel, consts, c["num_warps"],
                             c["num_stages"], mode))
-        for c in ml.GPU_CONFIGS[dot_class(weight_dtype, prec)]:
+        for c in ml.GPU_CONFIGS[cls]:
             consts = {k: v for k, v in c.items() if k.startswith("BLOCK")}
             out.append((f"mlp {_tiles(c)}", ml._mlp_kernel, dict(consts, BLOCK_D=256, DOT_DTYPE=dot, PRECISION=prec),
                         c["num_warps"], c["num_stages"], mode))

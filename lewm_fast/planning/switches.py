@@ -25,7 +25,7 @@ def kernels_status(device=None) -> tuple[bool, str]:
     from .backends import triton_kernels
 
     try:
-        launchers = triton_kernels()
+        triton_kernels()
     except Exception as e:  # ImportError without Triton; RuntimeError when Triton cannot initialise
         return False, f"the kernels TritonPredictor calls cannot be imported: {type(e).__name__}: {e}"
     dev = torch.device(device) if device is not None else None
@@ -36,8 +36,7 @@ def kernels_status(device=None) -> tuple[bool, str]:
                            "lewm_fast.kernels is imported (CPU interpreter: slow, for tests)")
     elif dev is not None and dev.type != "cuda":
         return False, f"the Triton kernels run on CUDA (or the CPU interpreter), not on {dev}"
-    where = os.path.dirname(sys.modules[launchers[1].__module__].__file__)
-    return True, f"lewm_fast.kernels from {where}"
+    return True, f"lewm_fast.kernels from {os.path.dirname(sys.modules['lewm_fast.kernels'].__file__)}"
 
 
 def resolve(backend: str, kernels: str, cuda_graph, device: torch.device) -> tuple[str, bool]:
