@@ -50,13 +50,29 @@ PRESETS = {
 
 
 def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: SIGReg,
-              sigreg_weight: float = 0.09, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+              sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
+              history: int | None = None) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
-    <= k) is compared with embedding k+1; every position is supervised; targets are not detached."""
+    <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
+
+    history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
+    window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
+    H frames, its own predictions fed back) to frames H+1..T-1; pred_loss is the mean over the T-H prediction
+    steps of each step's MSE (one step: exactly the single-step loss)."""
     emb = model.encode(pixels)                                   # (B, T, D)
     act_emb = model.embed_actions(actions)                       # (B, T, D)
-    pred = model.predict(emb[:, :-1], act_emb[:, :-1])           # (B, T-1, D)
-    pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
+    T = emb.shape[1]
+    H = T - 1 if history is None else history
+    if not 1 <= H < T:
+        raise ValueError(f"history {H} needs clips of more than {H} frames, got {T}")
+    pred = model.predict(emb[:, :H], act_emb[:, :H])             # (B, H, D)
+    step_losses = [F.mse_loss(pred.float(), emb[:, 1:H + 1].float())]
+    frames = list(emb[:, :H].unbind(1)) + [pred[:, -1]]
+    for k in range(H + 1, T):                                    # predict frame k from the window k-H .. k-1
+        nxt = model.predict(torch.stack(frames[k - H:k], dim=1), act_emb[:, k - H:k])[:, -1]
+        step_losses.append(F.mse_loss(nxt.float(), emb[:, k].float()))
+        frames.append(nxt)
+    pred_loss = torch.stack(step_losses).mean()
     sig = sigreg(emb.transpose(0, 1), generator=generator)
     return {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
 
@@ -64,12 +80,12 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
 class LossModule(torch.nn.Module):
     """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients."""
 
-    def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float):
+    def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None):
         super().__init__()
-        self.model, self.sigreg, self.sigreg_weight = model, sigreg, sigreg_weight
+        self.model, self.sigreg, self.sigreg_weight, self.history = model, sigreg, sigreg_weight, history
 
     def forward(self, pixels, actions, generator=None):
-        return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator)
+        return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float):
@@ -120,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip")
     p.add_argument("--sigreg-weight", type=float, default=0.09, help="weight of SIGReg in the loss")
     p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
-    p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + 1)")
+    p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + --rollout-steps)")
+    p.add_argument("--rollout-steps", type=int, default=1,
+                   help="prediction steps per clip (clip length = history + this): 1 = the paper's next-embedding "
+                        "loss; K > 1 adds K-1 autoregressive steps fed with the predictor's own outputs")
     p.add_argument("--frameskip", type=int, default=5, help="raw env steps between frames (= action block)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of episodes held out for validation")
     p.add_argument("--seed", type=int, default=3072, help="seed for the split, data order and initialisation")
@@ -170,13 +189,13 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "sigreg_proj", "history", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
 
 
 def check_args(args) -> None:
     """Argument checks done before any work."""
-    for name in ("epochs", "batch_size", "ckpt_every", "history", "frameskip", "sigreg_proj", "max_steps", "threads",
-                 "stop_after"):
+    for name in ("epochs", "batch_size", "ckpt_every", "history", "rollout_steps", "frameskip", "sigreg_proj",
+                 "max_steps", "threads", "stop_after"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     positive("--workers", args.workers, 0)
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
@@ -258,7 +277,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
                                                                for k in taken), flush=True)
 
     # proprio/state are not model inputs, but their statistics go into the checkpoint (probes, eval)
-    train_set, val_set = make_datasets(args.data, num_steps=args.history + 1, frameskip=args.frameskip,
+    train_set, val_set = make_datasets(args.data, num_steps=args.history + args.rollout_steps, frameskip=args.frameskip,
                                        val_fraction=args.val_fraction, seed=args.seed,
                                        columns=present_columns(args.data))
     env_action_dim = train_set.src.cache["action"].shape[1]
@@ -289,7 +308,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
         train_set.stats = {c: {k: v.numpy() for k, v in s.items()} for c, s in state["stats"].items()}
         if val_set is not None:
             val_set.stats = train_set.stats
-    loss_fn = LossModule(model, sigreg, args.sigreg_weight)
+    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -400,7 +419,7 @@ def evaluate(model: LeWM, val_set, sigreg: SIGReg, args, device, amp, max_batche
             break
         with torch.autocast(**amp):
             terms = lewm_loss(model, batch["pixels"].to(device), batch["action"].to(device), sigreg,
-                              args.sigreg_weight, generator=gen)
+                              args.sigreg_weight, generator=gen, history=args.history)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n += 1

@@ -173,15 +173,55 @@ def test_validation_batches_are_a_fixed_shuffled_sample(monkeypatch):
 
     seen = []
 
-    def fake_loss(model, pixels, action, sigreg, weight, generator=None):
+    def fake_loss(model, pixels, action, sigreg, weight, generator=None, history=None):
         seen.append(pixels.flatten().tolist())
         return {"loss": torch.tensor(0.0), "pred_loss": torch.tensor(0.0), "sigreg": torch.tensor(0.0)}
 
     monkeypatch.setattr(tr, "lewm_loss", fake_loss)
     val = [{"pixels": torch.tensor([float(i)]), "action": torch.zeros(1)} for i in range(64)]
-    args = SimpleNamespace(batch_size=8, sigreg_weight=1.0)
+    args = SimpleNamespace(batch_size=8, sigreg_weight=1.0, history=None)
     for _ in range(2):
         tr.evaluate(torch.nn.Identity(), val, None, args, "cpu", {"device_type": "cpu", "enabled": False})
     first, again = seen[:8], seen[8:]
     assert first == again and sorted(sum(first, [])) == [float(i) for i in range(64)]
     assert first[0] != [float(i) for i in range(8)]
+
+
+def test_multi_step_loss_is_the_planners_rollout_error():
+    """--rollout-steps K: the extra K-1 targets are what LeWM.rollout (the planner's autoregressive rollout, an
+    independent writing) predicts from the first H frames; one step is exactly the single-step loss."""
+    from lewm_fast.model import LeWM, LeWMConfig
+    from lewm_fast.sigreg import SIGReg
+    from lewm_fast.train import lewm_loss
+    torch.manual_seed(0)
+    cfg = LeWMConfig.tiny(num_frames=3)
+    model = LeWM(cfg).eval()
+    sigreg = SIGReg(num_proj=16)
+    B, H, K = 4, 3, 3
+    px = torch.rand(B, H + K, 3, cfg.image_size, cfg.image_size)
+    act = torch.randn(B, H + K, cfg.action_dim)
+    with torch.no_grad():
+        got = lewm_loss(model, px, act, sigreg, generator=torch.Generator().manual_seed(1), history=H)
+        emb = model.encode(px)
+        teacher = model.predict(emb[:, :H], model.embed_actions(act)[:, :H])
+        roll = model.rollout(act[:, None, H - 1:H + K - 1], emb=emb[:, :H], action_history=act[:, :H - 1])[:, 0]
+        want = torch.stack([torch.nn.functional.mse_loss(teacher, emb[:, 1:H + 1])]
+                           + [torch.nn.functional.mse_loss(roll[:, k], emb[:, k]) for k in range(H + 1, H + K)]).mean()
+        assert torch.allclose(roll[:, H], teacher[:, -1], atol=1e-6)   # the rollout's first step is the teacher's
+        assert float(got["pred_loss"]) == pytest.approx(float(want), rel=1e-5)
+        one = lewm_loss(model, px[:, :H + 1], act[:, :H + 1], sigreg, generator=torch.Generator().manual_seed(1))
+        single = torch.nn.functional.mse_loss(model.predict(emb[:, :H], model.embed_actions(act)[:, :H]), emb[:, 1:H + 1])
+        assert float(one["pred_loss"]) == pytest.approx(float(single), rel=1e-6)
+    with pytest.raises(ValueError, match="history 3 needs clips of more than 3 frames"):
+        lewm_loss(model, px[:, :3], act[:, :3], sigreg, history=3)
+
+
+def test_rollout_steps_lengthen_the_clips(data, tmp_path):
+    out = tmp_path / "run"
+    train(["--data", str(data), "--out", str(out), "--max-steps", "3", "--epochs", "1", "--rollout-steps", "3",
+           "--history", "2", *TINY])
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["args"]["rollout_steps"] == 3 and state["step"] == 3
+    with pytest.raises(SystemExit, match="rollout-steps"):
+        train(["--data", str(data), "--out", str(out), "--max-steps", "3", "--epochs", "1", "--rollout-steps", "2",
+               "--history", "2", "--resume", *TINY])
