@@ -169,11 +169,118 @@ class ActionEmbedder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Predictor: AdaLN-zero conditioned causal transformer
 # ----------------------------------------------------------------------------------------------
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+# The block is written once, as two halves over explicit weights (BlockWeights): the model's forward runs
+# them on the live parameters (training: autograd, dropout; every row of the window; attention through
+# SDPA, as the reference executes it), the planner's eager step on weights copied once (bf16 operands, KV
+# cache while the window grows, the last row only in the last block, per-key fp32 attention;
+# lewm_fast.planning.backends.EagerPredictor), and the Triton step fuses the same maths into its kernels
+# (tested against these halves).
+@dataclass
+class BlockWeights:
+    heads: int
+    dim_head: int
+    eps_plain1: float          # the block's norm1 (no affine), then modulation, then the attention's own norm
+    attn_ln_w: torch.Tensor
+    attn_ln_b: torch.Tensor
+    eps_attn: float
+    w_qkv: torch.Tensor        # (3 * inner, D); its dtype = the matmuls'
+    sm_scale: float            # score scale: dim_head ** -0.5, or 1.0 where it is folded into w_qkv's query rows
+    w_out: torch.Tensor
+    b_out: torch.Tensor
+    eps_plain2: float
+    mlp_ln_w: torch.Tensor
+    mlp_ln_b: torch.Tensor
+    eps_mlp: float
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+
+
+def modulated_norm(x, shift, scale1p, eps_plain, w, b, eps):
+    """AdaLN-zero's branch input: LayerNorm without affine, x * (1 + scale) + shift (scale1p = 1 + scale,
+    one addcmul), then the branch's own affine LayerNorm (as the reference: two norms per branch)."""
+    h = torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=eps_plain), scale1p)
+    return F.layer_norm(h, h.shape[-1:], w, b, eps)
+
+
+def causal_attention(q, ks, vs, sm_scale: float = 1.0):
+    """q (n, mq, H, dh): queries of the last mq of L positions whose keys/values are ks, vs (lists of L
+    tensors (n, H, dh)); query i sees the first L - mq + i + 1. Written per key: the planner's windows
+    hold <= num_frames (3-4) tokens, where a GEMM or flash kernel per (row, head) costs more than the
+    arithmetic. fp32 in, fp32 out (n, mq, H * dh)."""
+    n, mq, H, dh = q.shape
+    if sm_scale != 1.0:
+        q = q * sm_scale
+    L = len(ks)
+    outs = []
+    for i in range(mq):
+        qi = q[:, i]
+        visible = L - mq + i + 1
+        s = torch.stack([(qi * ks[j]).sum(-1) for j in range(visible)], dim=-1)
+        p = torch.softmax(s, dim=-1)                                   # (n, H, visible)
+        o = p[..., 0, None] * vs[0]
+        for j in range(1, visible):
+            o = torch.addcmul(o, p[..., j, None], vs[j])
+        outs.append(o.reshape(n, 1, H * dh))
+    return outs[0] if mq == 1 else torch.cat(outs, dim=1)
+
+
+def attention_half(w: BlockWeights, x, shift, scale1p, gate, state=None, keep_cache=False, last_only=False,
+                   dropout: float = 0.0, sdpa: bool = False):
+    """x + gate * attention(modulated_norm(x)) for the m new tokens x (n, m, D); keys/values of earlier
+    positions in `state` ((ks, vs) lists, or None). last_only: only the last row gets a query, output and
+    residual (returns (n, 1, D)). Returns (x, (ks, vs) if keep_cache else None).
+
+    sdpa: the whole window through causal scaled_dot_product_attention in the activations' dtype, with
+    dropout on the probabilities (the model's forward: training and the reference's execution); else
+    causal_attention in fp32 (the planner's step: KV cache, last_only)."""
+    n, m, D = x.shape
+    H, dh, md = w.heads, w.dim_head, w.w_qkv.dtype
+    inner = H * dh
+    if dropout and not sdpa:
+        raise ValueError("dropout needs sdpa=True (the planner's per-key path is inference only)")
+    h = modulated_norm(x, shift, scale1p, w.eps_plain1, w.attn_ln_w, w.attn_ln_b, w.eps_attn).to(md)
+    if sdpa:
+        if state is not None or keep_cache or last_only:
+            raise ValueError("sdpa=True computes a whole window: no cache, no last_only")
+        q, k, v = F.linear(h, w.w_qkv).view(n, m, 3, H, dh).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=w.sm_scale)
+        out = F.linear(a.transpose(1, 2).reshape(n, m, inner), w.w_out, w.b_out)
+        if dropout:
+            out = F.dropout(out, dropout)
+        return torch.addcmul(x, gate, out), None
+    if last_only and m > 1:
+        k, v = F.linear(h.reshape(n * m, D), w.w_qkv[inner:]).view(n, m, 2, H, dh).unbind(2)
+        q = F.linear(h[:, -1], w.w_qkv[:inner]).view(n, 1, H, dh)
+        x, gate = x[:, -1:], gate[:, -1:]
+    else:
+        q, k, v = F.linear(h.reshape(n * m, D), w.w_qkv).view(n, m, 3, H, dh).unbind(2)
+    q, k, v = q.float(), k.float(), v.float()
+    ks = ([] if state is None else list(state[0])) + list(k.unbind(1))
+    vs = ([] if state is None else list(state[1])) + list(v.unbind(1))
+    mq = q.shape[1]
+    a = causal_attention(q, ks, vs, w.sm_scale).to(md)
+    out = F.linear(a.reshape(n * mq, inner), w.w_out, w.b_out).view(n, mq, D)
+    return torch.addcmul(x, gate, out), ((ks, vs) if keep_cache else None)
+
+
+def mlp_half(w: BlockWeights, x, shift, scale1p, gate, dropout: float = 0.0):
+    """x + gate * MLP(modulated_norm(x)), x (n, m, D); the matmuls as 2-D GEMMs over all n * m rows."""
+    n, m, D = x.shape
+    h = modulated_norm(x, shift, scale1p, w.eps_plain2, w.mlp_ln_w, w.mlp_ln_b, w.eps_mlp)
+    h = F.gelu(F.linear(h.to(w.w1.dtype).reshape(n * m, D), w.w1, w.b1))
+    if dropout:
+        h = F.dropout(h, dropout)
+    out = F.linear(h, w.w2, w.b2)
+    if dropout:
+        out = F.dropout(out, dropout)
+    return torch.addcmul(x, gate, out.view(n, m, D))
 
 
 class Attention(nn.Module):
+    """Parameters of the attention branch (to_qkv, to_out, its own LayerNorm); computed by attention_half."""
+
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
         super().__init__()
         self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
@@ -181,21 +288,14 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).view(B, T, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
-        return self.to_out(a.transpose(1, 2).reshape(B, T, self.heads * self.dim_head))
-
 
 class FeedForward(nn.Module):
+    """Parameters of the MLP branch (LayerNorm, Linear, GELU, Linear); computed by mlp_half."""
+
     def __init__(self, dim: int, hidden: int, dropout: float):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, dim), nn.Dropout(dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class ConditionalBlock(nn.Module):
@@ -209,10 +309,37 @@ class ConditionalBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[1].weight)   # AdaLN-zero: every block starts as identity
         nn.init.zeros_(self.adaLN_modulation[1].bias)
 
+    def weights(self, dtype: torch.dtype | None = None, detach: bool = False) -> BlockWeights:
+        """The halves' weights: the live parameters (training, the model's forward) or, with detach, copies
+        for the planner's step (matmul weights and their biases in dtype, 1/sqrt(dh) folded into the query
+        rows, exact for dh = 64, a power of two; folded from the fp32 weights, so bf16 rounds once)."""
+        a, net = self.attn, self.mlp.net
+        inner = a.heads * a.dim_head
+        qkv, sm_scale = a.to_qkv.weight, a.dim_head ** -0.5
+        if detach:
+            qkv = qkv.detach()
+            qkv, sm_scale = torch.cat([qkv[:inner] * sm_scale, qkv[inner:]]), 1.0
+
+        def mm(t):
+            t = t.detach() if detach else t
+            return t if dtype is None else t.to(dtype).contiguous()
+
+        def keep(t):
+            return t.detach().contiguous() if detach else t
+
+        return BlockWeights(
+            heads=a.heads, dim_head=a.dim_head, eps_plain1=self.norm1.eps, attn_ln_w=keep(a.norm.weight),
+            attn_ln_b=keep(a.norm.bias), eps_attn=a.norm.eps, w_qkv=mm(qkv), sm_scale=sm_scale,
+            w_out=mm(a.to_out[0].weight), b_out=mm(a.to_out[0].bias), eps_plain2=self.norm2.eps,
+            mlp_ln_w=keep(net[0].weight), mlp_ln_b=keep(net[0].bias), eps_mlp=net[0].eps, w1=mm(net[1].weight),
+            b1=mm(net[1].bias), w2=mm(net[4].weight), b2=mm(net[4].bias))
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        w = self.weights()
+        p = self.attn.dropout if self.training else 0.0
+        x, _ = attention_half(w, x, shift_msa, 1 + scale_msa, gate_msa, dropout=p, sdpa=True)
+        return mlp_half(w, x, shift_mlp, 1 + scale_mlp, gate_mlp, dropout=p)
 
 
 class PredictorTransformer(nn.Module):

@@ -116,3 +116,32 @@ def test_no_hard_coded_device():
         m = LeWM(LeWMConfig.tiny()).eval()
         out = m.rollout(torch.randn(1, 2, 3, 10), emb=torch.randn(1, 1, 32))
     assert out.device.type == "meta"
+
+
+def _textbook_block(blk, x, c):
+    """AdaLN-zero block as the reference writes it (spec A.4): LayerNorm, x * (1 + scale) + shift, the
+    branch's own LayerNorm, causal SDPA / GELU MLP, gated residuals. Independent of model.attention_half."""
+    F = torch.nn.functional
+    sh_a, sc_a, g_a, sh_f, sc_f, g_f = blk.adaLN_modulation(c).chunk(6, dim=-1)
+    a = blk.attn
+    B, T, D = x.shape
+    h = a.norm(blk.norm1(x) * (1 + sc_a) + sh_a)
+    q, k, v = a.to_qkv(h).view(B, T, 3, a.heads, a.dim_head).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
+    x = x + g_a * a.to_out(o)
+    return x + g_f * blk.mlp.net(blk.norm2(x) * (1 + sc_f) + sh_f)
+
+
+def test_predictor_block_is_the_textbook_block():
+    m = random_model()
+    blk = m.predictor.transformer.layers[0].eval()
+    g = torch.Generator().manual_seed(3)
+    x, c = torch.randn(4, 3, m.cfg.embed_dim, generator=g), torch.randn(4, 3, m.cfg.embed_dim, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(blk(x, c), _textbook_block(blk, x, c), rtol=1e-5, atol=1e-5)
+    # training mode applies dropout (attention probabilities and both branches), so two calls differ,
+    # and gradients reach every parameter through the live weights
+    blk.train()
+    assert not torch.equal(blk(x, c), blk(x, c))
+    blk(x, c).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in blk.parameters())

@@ -12,7 +12,9 @@ One rollout step through the 6 AdaLN-zero blocks, as the engine (engine.py) call
 
 Both backends read the weights from one pack built at construction (lewm_fast.model.pack_predictor)
 and differ only in how a block half is computed:
-- `EagerPredictor`: plain PyTorch on any device; defines the semantics (fp32: the reference's maths);
+- `EagerPredictor`: the model's own block halves (lewm_fast.model.attention_half / mlp_half, which
+  training's Predictor.forward runs too) in plain PyTorch on any device; defines the semantics (fp32:
+  the reference's maths);
 - `TritonPredictor`: the fused kernels of `lewm_fast.kernels`, called directly (norm_modulate,
   attention with its KV-cache form, mlp, adaln_modulation).
 """
@@ -21,11 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lewm_fast.model import pack_predictor
-
-
-def _ln(x, w=None, b=None, eps=1e-5):
-    return F.layer_norm(x, x.shape[-1:], w, b, eps)
+from lewm_fast.model import attention_half, mlp_half, pack_predictor
 
 
 class PredictorStep:
@@ -89,24 +87,17 @@ class PredictorStep:
 
 
 class EagerPredictor(PredictorStep):
-    """The step in PyTorch. Attention over <= 3 keys is written per key (a GEMM/flash kernel per (row,
-    head) costs more than the arithmetic), and the cache is kept as per-position tensors, never
-    concatenated. Matmul operands in the precision's dtype; norms, softmax and the residual in fp32."""
+    """The step in PyTorch: the model's own block halves (lewm_fast.model.attention_half / mlp_half, the
+    maths training runs) over weights copied once in the matmul dtype; the cache is kept as per-position
+    tensors, never concatenated. Matmul operands in the precision's dtype; norms, softmax and the residual
+    in fp32."""
 
     def __init__(self, model, precision: str = "fp32"):
         super().__init__(model, precision)
         p = self.packed
         self.dtype = md = p.weight_dtype
-        inner = self.inner
-        self.layers = []
-        for blk, layer in zip(p.blocks, model.predictor.transformer.layers):
-            # fold attention's 1/sqrt(dh) into the query rows (exact for dh = 64, a power of two); from
-            # the fp32 weights, so bf16 rounds the scaled weight once
-            w = layer.attn.to_qkv.weight.detach().float()
-            qkv = torch.cat([w[:inner] * self.dim_head ** -0.5, w[inner:]]).to(md)
-            self.layers.append(dict(w_qkv=qkv, w_q=qkv[:inner], w_kv=qkv[inner:], b_out=blk.b_out.to(md),
-                                    b1=blk.b1.to(md), b2=blk.b2.to(md)))   # F.linear wants one dtype
-        self.mod_b = p.mod_b.to(md)
+        self.weights = [layer.weights(dtype=md, detach=True) for layer in model.predictor.transformer.layers]
+        self.mod_b = p.mod_b.to(md)   # F.linear wants one dtype
 
     def modulation(self, act_emb):
         """(n, L, depth, 6, D) fp32: block l, chunk k (shift/scale/gate msa, shift/scale/gate mlp), 1 + scale stored."""
@@ -124,59 +115,15 @@ class EagerPredictor(PredictorStep):
     def cache_in(self, cache, keep_cache, n, device):
         return [None] * self.depth if cache is None else cache
 
-    @staticmethod
-    def _attend(q, ks, vs):
-        """q (n, mq, H, dh): the last mq of the L positions whose keys/values are ks, vs (lists of L
-        tensors (n, H, dh), fp32). Returns (n, mq, H*dh) fp32."""
-        n, mq, H, dh = q.shape
-        L = len(ks)
-        outs = []
-        for i in range(mq):
-            qi = q[:, i]
-            visible = L - mq + i + 1
-            s = torch.stack([(qi * ks[j]).sum(-1) for j in range(visible)], dim=-1)
-            p = torch.softmax(s, dim=-1)                                   # (n, H, visible), fp32
-            o = p[..., 0, None] * vs[0]
-            for j in range(1, visible):
-                o = torch.addcmul(o, p[..., j, None], vs[j])
-            outs.append(o.reshape(n, 1, H * dh))
-        return outs[0] if mq == 1 else torch.cat(outs, dim=1)
-
     def attention_half(self, i, x, shift, scale, gate, state, pos0, keep_cache, last):
-        blk, p = self.packed.blocks[i], self.layers[i]
-        n, m, D = x.shape
-        H, dh, md = self.heads, self.dim_head, self.dtype
-        h = torch.addcmul(shift, _ln(x, eps=blk.eps_plain1), scale)
-        h = _ln(h, blk.attn_ln_w, blk.attn_ln_b, eps=blk.eps_attn).to(md)
-        last_only = last and m > 1
-        if last_only:   # only the last row is read after this block: its query, and every row's key/value
-            kv = F.linear(h.reshape(n * m, D), p["w_kv"]).view(n, m, 2, H, dh)
-            k, v = kv[:, :, 0], kv[:, :, 1]
-            q = F.linear(h[:, -1], p["w_q"]).view(n, 1, H, dh)
-        else:
-            qkv = F.linear(h.reshape(n * m, D), p["w_qkv"]).view(n, m, 3, H, dh)
-            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q, k, v = q.float(), k.float(), v.float()        # attention (softmax included) in fp32; cache fp32
-        ks = ([] if state is None else list(state[0])) + list(k.unbind(1))
-        vs = ([] if state is None else list(state[1])) + list(v.unbind(1))
-        a = self._attend(q, ks, vs).to(md)
-        mq = q.shape[1]
-        if last_only:
-            x, gate = x[:, -1:], gate[:, -1:]
-        out = F.linear(a.reshape(n * mq, H * dh), blk.w_out, p["b_out"]).view(n, mq, D)
-        return torch.addcmul(x, gate, out), ((ks, vs) if keep_cache else None)
+        return attention_half(self.weights[i], x, shift, scale, gate, state, keep_cache, last_only=last)
 
     def mlp_half(self, i, x, shift, scale, gate):
-        blk, p = self.packed.blocks[i], self.layers[i]
-        n, mq, D = x.shape
-        h = torch.addcmul(shift, _ln(x, eps=blk.eps_plain2), scale)
-        h = _ln(h, blk.mlp_ln_w, blk.mlp_ln_b, eps=blk.eps_mlp).to(self.dtype).reshape(n * mq, D)
-        h = F.gelu(F.linear(h, blk.w1, p["b1"]))
-        return torch.addcmul(x, gate, F.linear(h, blk.w2, p["b2"]).view(n, mq, D))
+        return mlp_half(self.weights[i], x, shift, scale, gate)
 
     def final_norm(self, x):
         p = self.packed
-        return _ln(x, p.final_w, p.final_b, p.final_eps)
+        return F.layer_norm(x, x.shape[-1:], p.final_w, p.final_b, p.final_eps)
 
 
 def triton_kernels():

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from lewm_fast.kernels.attention import attention, attention_ref
-from lewm_fast.model import Attention
 
 from kernel_testing import assert_close, rand
 
@@ -70,15 +69,20 @@ def test_causal_earlier_tokens_ignore_later_ones(device):
 
 
 def test_reference_is_the_models_attention():
-    """attention_ref(LN'd x) == residual + gate * model.Attention(x) (SDPA, is_causal) in eval mode."""
-    attn = Attention(32, heads=4, dim_head=8, dropout=0.1).eval()
+    """norm_modulate_ref then attention_ref (the Triton step's composition) == the model's attention half
+    (lewm_fast.model.attention_half, what ConditionalBlock.forward runs) in eval mode."""
+    from lewm_fast.kernels.norm_modulate import norm_modulate_ref
+    from lewm_fast.model import ConditionalBlock, attention_half
+
+    blk = ConditionalBlock(32, heads=4, dim_head=8, mlp_dim=64, dropout=0.1).eval()
     with torch.no_grad():
-        for p in attn.parameters():
+        for p in blk.attn.parameters():
             p.normal_(0, 0.3)
-        x, res, gate = rand(3, 3, 32, seed=1), rand(3, 3, 32, seed=2), rand(3, 3, 32, seed=3)
-        want = res + gate * attn(x)
-        got = attention_ref(attn.norm(x), attn.to_qkv.weight, attn.to_out[0].weight, attn.to_out[0].bias,
-                            res, gate, heads=4)
+        x, shift, scale, gate = (rand(3, 3, 32, seed=s) for s in range(1, 5))
+        want, _ = attention_half(blk.weights(), x, shift, 1 + scale, gate)
+        a = blk.attn
+        xn = norm_modulate_ref(x, shift, scale, a.norm.weight, a.norm.bias, blk.norm1.eps, a.norm.eps)
+        got = attention_ref(xn, a.to_qkv.weight, a.to_out[0].weight, a.to_out[0].bias, x, gate, heads=4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lewm_fast.kernels.mlp import mlp, mlp_ref
-from lewm_fast.model import ConditionalBlock, modulate
+from lewm_fast.model import ConditionalBlock, mlp_half
 
 from kernel_testing import assert_close, rand
 
@@ -45,13 +45,13 @@ def test_bf16_weights_with_fp32_activations(device):
 
 
 def test_reference_is_the_models_block_half():
-    """mlp_ref == x + gate_mlp * FF(modulate(norm2(x))) from ConditionalBlock, eval mode."""
+    """mlp_ref == the model's MLP half (lewm_fast.model.mlp_half, what ConditionalBlock.forward runs), eval mode."""
     blk = ConditionalBlock(32, heads=2, dim_head=16, mlp_dim=64, dropout=0.1).eval()
     with torch.no_grad():
         for p in blk.mlp.parameters():
             p.normal_(0, 0.3)
         x, shift, scale, gate = (rand(3, 2, 32, seed=s) for s in range(4))
-        want = x + gate * blk.mlp(modulate(blk.norm2(x), shift, scale))
+        want = mlp_half(blk.weights(), x, shift, 1 + scale, gate)
         ln, fc1, fc2 = blk.mlp.net[0], blk.mlp.net[1], blk.mlp.net[4]
         got = mlp_ref(x, shift, scale, gate, ln.weight, ln.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

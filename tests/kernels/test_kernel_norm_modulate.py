@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lewm_fast.kernels.norm_modulate import norm_modulate, norm_modulate_ref
-from lewm_fast.model import Attention, modulate
+from lewm_fast.model import Attention, modulated_norm
 
 from kernel_testing import assert_close, rand
 
@@ -36,13 +36,13 @@ def test_plain_affine_layer_norm(dtype, device):
 
 
 def test_reference_is_the_models_math():
-    """The *_ref is the model's LN1 -> modulate -> Attention.norm, op for op."""
+    """The *_ref is the model's LN1 -> modulate -> Attention.norm (lewm_fast.model.modulated_norm)."""
     x, shift, scale, _, _ = _inputs(3, 3, 32, torch.float32, "cpu")
     attn = Attention(32, heads=2, dim_head=16, dropout=0.0)
     with torch.no_grad():
         attn.norm.weight.normal_(1, 0.2)
         attn.norm.bias.normal_(0, 0.2)
-        want = attn.norm(modulate(torch.nn.LayerNorm(32, elementwise_affine=False, eps=1e-6)(x), shift, scale))
+        want = modulated_norm(x, shift, 1 + scale, 1e-6, attn.norm.weight, attn.norm.bias, attn.norm.eps)
         got = norm_modulate_ref(x, shift, scale, attn.norm.weight, attn.norm.bias)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
