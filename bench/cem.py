@@ -7,7 +7,8 @@ Measured in one run, on one device, with the same LeWM weights (--checkpoint, or
 - reference: stable-worldmodel 0.1.1's CEMSolver with its LeWM (one environment at a time), or where
   the package cannot be imported the port in bench/reference_port.py (proven equal by
   tests/test_reference_port.py); the report says which;
-- lewm_fast `Planner`: backends eager / triton / graph x precisions fp32 / bf16 x B = 1 and B = 50
+- lewm_fast `Planner`: backends eager / compile (eager through torch.compile) / triton / graph x
+  precisions fp32 / bf16 x B = 1 and B = 50
   environments per call (what the device cannot run is skipped with the reason);
 - DINO-WM at its published size (bench/dinowm.py) planned the reference way; on CPU at reduced samples
   and iterations, extrapolated (labelled so in the JSON);
@@ -260,8 +261,10 @@ def run(args, emit=lambda report: None) -> dict:
                 log(f"skip {backend}/{prec}: {reason}")
                 continue
             try:
-                make = lambda seed: Planner(model, device=device, backend=backend, precision=prec, seed=seed,  # noqa: E731
-                                            num_samples=S, iterations=iters, topk=K)
+                # "compile": the torch kernels' step through torch.compile (Planner(compile=True))
+                make = lambda seed: Planner(model, device=device, precision=prec, seed=seed,  # noqa: E731
+                                            backend="eager" if backend == "compile" else backend,
+                                            compile=backend == "compile", num_samples=S, iterations=iters, topk=K)
                 planner = make(args.seed)
                 agree = planner.plan(obs[:1], goal[:1])      # fresh seed, as the reference's; also the warm-up
                 ref_plan, ref_cost = ref_out["actions"][0], ref_out["costs"][0]
@@ -271,8 +274,8 @@ def run(args, emit=lambda report: None) -> dict:
                              "cost_gap": float(agree.cost[0]) - ref_cost,
                              "cost_rel_gap": (float(agree.cost[0]) - ref_cost) / max(abs(ref_cost), 1e-12)}
                 for B in batches:
-                    if B > 1 and device.type == "cuda":
-                        planner.plan(obs[:B], goal[:B])                        # warm-up / graph capture per shape
+                    if B > 1 and (device.type == "cuda" or backend == "compile"):
+                        planner.plan(obs[:B], goal[:B])           # warm-up / graph capture / compile per shape
                     mem = _reset_peak(device)
                     times, cpu_s, solve_s, costs = [], [], [], None
                     for i in range(reps):
@@ -313,7 +316,7 @@ def run(args, emit=lambda report: None) -> dict:
 
 
 def _cannot_run(backend, prec, device, tiny: bool = False) -> str | None:
-    if backend not in ("eager", "triton", "graph"):
+    if backend not in ("eager", "compile", "triton", "graph"):
         return f"unknown backend {backend!r}"
     if backend == "graph" and device.type != "cuda":
         return f"backend 'graph' needs a CUDA GPU (CUDA graphs); device is {device}"
@@ -443,7 +446,8 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, help="CEM iterations (default: 30 on pusht, 10 elsewhere)")
     ap.add_argument("--topk", type=int, default=30)
     ap.add_argument("--batches", help="environments per call, comma list (default 1,50 on GPU; 1,4 on CPU)")
-    ap.add_argument("--backends", default="eager,triton,graph")
+    ap.add_argument("--backends", default="eager,compile,triton,graph",
+                    help="comma list of eager, compile (eager + torch.compile), triton, graph")
     ap.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, tf32, bf16")
     ap.add_argument("--reps", type=int, help="timed calls per variant (default: 10 on GPU, 2 on CPU)")
     ap.add_argument("--ref-solves", type=int, help="timed single-env reference solves (default: 5 GPU, 2 CPU)")

@@ -138,6 +138,22 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     mod = r(N, T, 6 * D)
     shift, scale, gate = mod[..., :D], mod[..., D:2 * D], mod[..., 2 * D:3 * D]
     kv = r(N, 3, 2, cfg.pred_heads * cfg.pred_dim_head)
+    # the uncached window as TritonPredictor(split_window=True) launches it: one one-token launch per
+    # token through a scratch KV window (no roofline row of its own: bench/roofline.py's kv_cache_split)
+    split_kv = torch.empty(N, T, 2, cfg.pred_heads * cfg.pred_dim_head, device=dev)
+    split_out = torch.empty_like(x)
+
+    def attention_split():
+        for t in range(T):
+            attention(xn[:, t:t + 1], blk.w_qkv, blk.w_out, blk.b_out, x[:, t:t + 1], gate[:, t:t + 1], packed.heads,
+                      precision="ieee", kv_cache=split_kv, cached=t, store_kv=t < T - 1, out=split_out[:, t:t + 1])
+        return split_out
+
+    split_step = TritonPredictor(model, kp_prec, split_window=True)
+    split_step.begin(act)
+    split = [] if T < 2 else [
+        ("attention(window as one-token launches)", None, {}, attention_split),
+        ("predictor step (whole window, split_window)", None, {}, lambda: split_step.window(emb, 0, 0, None, False))]
     cached = [] if T < 3 else [        # the growing window's last step: 2 cached tokens, last row only
         ("attention(2 cached, last_only)", "attention", dict(new=1, last_only=True),
          lambda: attention(xn[:, -1:].contiguous(), blk.w_qkv, blk.w_out, blk.b_out, x[:, -1:], gate[:, -1:],
@@ -154,7 +170,7 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
         ("mlp", "mlp", {}, lambda **o: mlp(x, shift, scale, gate, blk.mlp_ln_w, blk.mlp_ln_b, blk.w1, blk.b1,
                                               blk.w2, blk.b2, precision="ieee", **o)),
         ("predictor step (whole window)", None, {}, lambda: step.window(emb, 0, 0, None, False)),
-    ]
+    ] + split
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,9 @@ MAX_TOKENS = 3
 # KB), 64 rows for the 3-token window (0.8-1 KB bf16, 1.5 KB tf32 with 8 warps; 0.6 / 0.9 KB with 16),
 # and in exact fp32 (FMA dots: whole operand tiles in registers) 64 rows (4.6-5.6 KB) and 32 rows for
 # the 3-token window (1.9 KB). The former fixed default (16 sequences, 32-wide K steps, 8 warps,
-# default_stages) ends each list, for the tuner to compare.
+# default_stages) ends each list, for the tuner to compare. The planner can also avoid the window kind:
+# TritonPredictor(split_window=True) launches an uncached window as one-token launches (kind "one", 64
+# sequences) chained through the KV cache; bench/roofline.py predicts which is faster, a GPU decides.
 GPU_CONFIGS = {
     ("bf16", "one"): [dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2),     # <= 48 B, <= 64 KB
                       dict(BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=1),     # <= 16 B, <= 64 KB
@@ -277,7 +279,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
               residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
               last_only: bool = False, kv_cache: torch.Tensor | None = None, cached: int = 0,
               store_kv: bool = False, block_n: int | None = None, block_k: int | None = None, num_warps: int = 8,
-              num_stages: int | None = None) -> torch.Tensor:
+              num_stages: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
     b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
     the modulation vector). xn, residual and gate share a dtype, which the output has; the weights may be
@@ -298,7 +300,10 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
     tokens, after `cached` earlier ones whose keys/values are read from kv_cache (N, W, 2, heads * dh)
     (W >= cached + new tokens; any float dtype, stored as given); store_kv=True writes the computed
     tokens' keys/values into kv_cache at their window positions. The output covers the new tokens
-    (or with last_only the last one). attention_kv_ref is the definition."""
+    (or with last_only the last one). attention_kv_ref is the definition.
+
+    out: write the result there instead of a new tensor ((N, T or 1, D), xn's dtype, unit stride along
+    D; e.g. one token's rows of a window's output, as split_window does)."""
     check_compute_dtype("xn", xn)
     dot_precision = check_precision(precision)
     if xn.ndim != 3:
@@ -317,11 +322,14 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
         raise TypeError(f"w_qkv ({w_qkv.dtype}) and w_out ({w_out.dtype}) must share a dtype (the dots' operand type)")
     check_tensor("residual", residual, (N, T, D), xn.dtype, xn.device)
     check_modulation("gate", gate, (N, T, D), xn.device)
-    if not xn.is_contiguous():
-        raise ValueError("xn must be contiguous")
-    if residual.stride(-1) != 1 or gate.stride(-1) != 1:
-        raise ValueError("residual and gate need a unit stride along D")
-    out = torch.empty((N, 1 if last_only else T, D), dtype=xn.dtype, device=xn.device)
+    if xn.stride(-1) != 1 or residual.stride(-1) != 1 or gate.stride(-1) != 1:
+        raise ValueError("xn, residual and gate need a unit stride along D")
+    if out is None:
+        out = torch.empty((N, 1 if last_only else T, D), dtype=xn.dtype, device=xn.device)
+    else:
+        check_tensor("out", out, (N, 1 if last_only else T, D), xn.dtype, xn.device)
+        if out.stride(-1) != 1:
+            raise ValueError("out needs a unit stride along D")
     if N == 0:
         return out
     C, W = int(cached), T + int(cached)           # T is the number of new tokens from here on

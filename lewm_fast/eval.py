@@ -279,6 +279,7 @@ def evaluate(env: str, dataset: str | None = None, checkpoint: str | None = None
             "protocol": {"num_eval": num_eval, "goal_offset": goal_offset, "budget": budget,
                          "receding_horizon": receding_horizon, "seeds": list(seeds)},
             "planner": None if planner is None else {"backend": planner.backend, "precision": planner.precision,
+                                                     "predictor": planner.predictor_name,
                                                      "solver": policy, "num_samples": planner.solver.num_samples,
                                                      "iterations": planner.solver.iterations,
                                                      "var_scale": getattr(planner.solver, "var_scale", None),
@@ -310,6 +311,9 @@ def main(argv=None):
     ap.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     ap.add_argument("--backend", default="auto", help="auto, eager, triton or graph")
     ap.add_argument("--precision", default="fp32", help="fp32, tf32 or bf16")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch kernels: run the predictor step through torch.compile (faster on CPU after the first "
+                         "solves compile; Planner(compile=True))")
     ap.add_argument("--resolution", type=int, help="env render size (default: the env's; must match the model)")
     ap.add_argument("--out", help="JSON path (written atomically); default: print only")
     ap.add_argument("--threads", type=int, default=None,
@@ -335,7 +339,8 @@ def main(argv=None):
                       seeds, args.num_eval, args.goal_offset, args.budget,
                       args.receding_horizon, args.device, args.backend, args.precision,
                       {"num_samples": args.num_samples, "topk": args.topk, "var_scale": args.var_scale,
-                       "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10)},
+                       "iterations": args.iterations or DEFAULT_ITERATIONS.get(args.env.lower(), 10),
+                       **({"compile": True} if args.compile else {})},
                       {"resolution": args.resolution} if args.resolution else None, video=args.video)
     report["torch_threads"] = torch.get_num_threads()
     text = json.dumps(report, indent=2)

@@ -46,7 +46,7 @@ class Planner:
                  history_len: int | None = None, device=None, backend: str = "auto", precision: str = "fp32",
                  kernels: str = "auto", cuda_graph="auto", seed: int = 42,
                  generator: torch.Generator | None = None, chunk_rows: int | None = None,
-                 **solver_options):
+                 compile: bool = False, **solver_options):
         """model: a LeWM (its cfg fixes image size, frameskip = action block, action dims).
         action_stats: {"mean", "std"} of raw env actions (per env action dim) used to normalise the
         model's action inputs; planned actions are un-normalised with them (None: identity).
@@ -56,7 +56,10 @@ class Planner:
         seed: seeds the planner's per-environment random streams once (planning/noise.py: environment i
         draws from its own stream, seeded from (seed, i); env 0's is seeded with `seed`, like the
         reference's one generator); generator=: a generator to use as env 0's stream.
-        chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once."""
+        chunk_rows: bound on candidate rows per predictor pass (memory); None = all at once.
+        compile: run the torch kernels' predictor step through torch.compile (faster on CPU once
+        compiled; the first solve of each shape compiles; falls back to eager with a warning if it
+        cannot; planning/backends.py EagerPredictor). Not with kernels='triton'."""
         check_solver_options(var_scale, num_samples, iterations, topk, solver_options)
         if action_stats is not None:
             check_stats("action_stats", action_stats)
@@ -85,10 +88,21 @@ class Planner:
         self.generator = self.streams = EnvStreams(seed, self.device, first=generator)
         if chunk_rows is None and self.device.type == "cpu":
             chunk_rows = 512         # CPU: 300-600 rows per pass keeps the working set in cache (measured)
+        if compile and self.kernels == "triton":
+            raise ValueError("compile=True compiles the torch kernels' step; kernels='triton' is already fused "
+                             "(pass kernels='torch' / backend='eager' to compile)")
+        if compile and self.cuda_graph:
+            raise ValueError("compile=True is not captured in the planner's CUDA graph; pass cuda_graph=False")
         self.engine = RolloutEngine(self.model, precision=precision,
                                     predictor_backend="triton" if self.kernels == "triton" else "eager",
-                                    chunk_rows=chunk_rows)
+                                    chunk_rows=chunk_rows, compile=bool(compile))
         self._graph = GraphSolveRunner(self.engine, self.solver) if self.cuda_graph else None
+
+    @property
+    def predictor_name(self) -> str:
+        """What runs the predictor step: the class, '+compile' while its compiled code runs."""
+        p = self.engine.predictor
+        return type(p).__name__ + ("+compile" if getattr(p, "compiled", False) else "")
 
     def _device_options(self, opts: dict) -> dict:
         # bounds live on the device up front: no host-to-device copies inside a (captured) solve
@@ -225,7 +239,7 @@ class Planner:
         timing = {"encode_s": t1 - t0, "solve_s": t2 - t1, "total_s": time.perf_counter() - t0,
                   "per_env_solve_s": (t2 - t1) / B}
         info = {"solver": self.solver_name, "backend": self.backend, "kernels": self.kernels,
-                "cuda_graph": self.cuda_graph, "predictor": type(self.engine.predictor).__name__,
+                "cuda_graph": self.cuda_graph, "predictor": self.predictor_name,
                 "precision": self.precision,
                 "device": str(self.device), "batch": B, "num_samples": self.solver.num_samples,
                 "iterations": self.solver.iterations, "horizon": T, "history_len": H, "env_ids": ids}

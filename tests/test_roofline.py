@@ -57,3 +57,25 @@ def test_committed_report_is_current():
     assert committed == json.loads(json.dumps(roofline.model()))
     bf16 = committed["paths"]["kv_cache/bf16"]
     assert bf16["predicted_ms_graph"] < committed["target_ms"]        # the design can reach the target
+
+
+def test_split_window_path_moves_keys_and_values_not_flops():
+    """kv_cache_split launches each uncached 3-token window (2 slid windows x 5 blocks per iteration; the
+    last block is last_only) as 3 one-token launches: the same FLOPs, 2 more launches per window, and
+    more DRAM traffic by the keys/values round trip (tokens 0, 1 written; token 0 read by the second
+    launch, tokens 0 and 1 by the third) plus the weights read twice more."""
+    cfg, B, it = LeWMConfig(), 50, 30
+    today, split = _by_kernel("kv_cache_today"), _by_kernel("kv_cache_split")
+    N, D, inner = B * 300, cfg.embed_dim, cfg.pred_heads * cfg.pred_dim_head
+    windows = 2 * (cfg.pred_depth - 1) * it
+    assert split["attention"].flops == pytest.approx(today["attention"].flops, rel=1e-12)
+    assert split["attention"].count - today["attention"].count == 2 * windows
+    kv_token = N * 2 * inner * 4                          # one token's keys + values, fp32 activations
+    weights = (3 * inner * D + D * inner) * 2             # bf16
+    extra = windows * (5 * kv_token + 2 * weights)
+    assert split["attention"].dram_bytes - today["attention"].dram_bytes == pytest.approx(extra, rel=1e-12)
+    # 32-sequence window programs are mma.sync; the split's one-token programs (64) are wgmma
+    assert roofline.launch("attention", cfg, N, 3, "bf16", path="kv_cache_today").mma_sync
+    assert not roofline.launch("attention", cfg, N, 3, "bf16", path="kv_cache_split", new=1).mma_sync
+    with pytest.raises(ValueError, match="one-token"):
+        roofline.launch("attention", cfg, N, 3, "bf16", path="kv_cache_split")

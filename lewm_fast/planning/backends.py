@@ -69,9 +69,12 @@ class PredictorStep:
         are in `cache`, one entry per block; or pos0 == 0). Action index of window position p is lo + p.
         Returns (n, D) fp32: the last token after the final LayerNorm, and the cache if keep_cache."""
         self._check_window(x, lo, pos0, cache)
+        return self._blocks(x, self.mods, lo, pos0, cache, keep_cache)
+
+    def _blocks(self, x, mods, lo, pos0, cache, keep_cache):
         n, m, _ = x.shape
         x = x.float() + self.packed.pos[pos0:pos0 + m]
-        mods = self.mods[:, lo + pos0:lo + pos0 + m]
+        mods = mods[:, lo + pos0:lo + pos0 + m]
         states = self.cache_in(cache, keep_cache, n, x.device)
         new_cache = [] if keep_cache else None
         for i in range(self.depth):
@@ -90,14 +93,42 @@ class EagerPredictor(PredictorStep):
     """The step in PyTorch: the model's own block halves (lewm_fast.model.attention_half / mlp_half, the
     maths training runs) over weights copied once in the matmul dtype; the cache is kept as per-position
     tensors, never concatenated. Matmul operands in the precision's dtype; norms, softmax and the residual
-    in fp32."""
+    in fp32.
 
-    def __init__(self, model, precision: str = "fp32"):
+    compile=True runs the 6 blocks of each window through torch.compile (inductor; on CPU it fuses the
+    norms, the per-key attention, the dtype casts and the residual updates between the GEMMs into
+    generated C++ loops). Measured on the full-size PushT solve, 2-core EPYC, one thread
+    (bench/reports/cem-pusht-cpu-compile.json): fp32 24.2 s against eager's 29.9 s (the same plan as the
+    reference's); bf16 no gain (14.7 s against 14.1 s: its GEMMs already dominate). Same maths, other
+    rounding order (within ~1e-6 in fp32, tests/test_planner_compile.py). The first call of each window shape
+    compiles (seconds to a minute; inductor caches on disk); if compiling or running the compiled code
+    fails, the step warns once and runs eagerly from then on (`compiled` says which ran, `compile_error`
+    why)."""
+
+    def __init__(self, model, precision: str = "fp32", compile: bool = False):
         super().__init__(model, precision)
         p = self.packed
         self.dtype = md = p.weight_dtype
         self.weights = [layer.weights(dtype=md, detach=True) for layer in model.predictor.transformer.layers]
         self.mod_b = p.mod_b.to(md)   # F.linear wants one dtype
+        self.compiled, self.compile_error = bool(compile), None
+        # dynamic=None: shapes are specialised first, row counts marked dynamic once they change (the
+        # last row chunk, environments finishing in an evaluation) instead of one compile per count
+        self._compiled_blocks = torch.compile(self._blocks) if compile else None
+
+    def window(self, x, lo, pos0, cache, keep_cache):
+        if not self.compiled:
+            return super().window(x, lo, pos0, cache, keep_cache)
+        self._check_window(x, lo, pos0, cache)      # outside the compiled region: its errors are the caller's
+        try:
+            return self._compiled_blocks(x, self.mods, lo, pos0, cache, keep_cache)
+        except Exception as e:   # no C++ compiler, an inductor bug: the eager step computes the same thing
+            import warnings
+
+            self.compiled, self.compile_error = False, f"{type(e).__name__}: {e}"
+            warnings.warn(f"torch.compile of the predictor step failed; running it eagerly: {self.compile_error}",
+                          RuntimeWarning, stacklevel=2)
+            return self._blocks(x, self.mods, lo, pos0, cache, keep_cache)
 
     def modulation(self, act_emb):
         """(n, L, depth, 6, D) fp32: block l, chunk k (shift/scale/gate msa, shift/scale/gate mlp), 1 + scale stored."""
@@ -138,15 +169,26 @@ def triton_kernels():
 class TritonPredictor(PredictorStep):
     """The step through the fused kernels; the KV cache is one tensor (depth, n, num_frames, 2, inner)
     updated in place, modulation rows are strided views of one (n, L, depth * 6D) tensor stored in the
-    matmul dtype."""
+    matmul dtype.
 
-    def __init__(self, model, precision: str = "fp32"):
+    split_window: an uncached window of m >= 2 output tokens (the slid windows, every block but the
+    last) runs as m one-token attention launches through the KV-cache form (token t attends to tokens
+    < t stored by the launches before it) instead of one launch holding m output accumulators. The
+    one-token programs cover 64 sequences (one wgmma M tile per warpgroup; the whole-window kernel spills
+    there and runs 32 on mma.sync), at the price of re-reading the weights per token and writing/reading
+    the window's keys/values (bench/roofline.py models both; the first GPU run times both,
+    bench/gpu_stages.py). Same maths, same kernel; the default is the one the roofline predicts faster."""
+
+    SPLIT_WINDOW = False
+
+    def __init__(self, model, precision: str = "fp32", split_window: bool | None = None):
         try:
             self._k = triton_kernels()
         except ImportError as e:
             raise ImportError(f"kernels='triton' needs lewm_fast.kernels (Triton): {e}") from e
         super().__init__(model, precision)
         self.kp = precision          # the planner's names are the kernels' (bf16: the weights' dtype decides)
+        self.split_window = self.SPLIT_WINDOW if split_window is None else bool(split_window)
 
     def modulation(self, act_emb):
         p = self.packed
@@ -169,8 +211,20 @@ class TritonPredictor(PredictorStep):
         blk, norm_modulate, attention = self.packed.blocks[i], self._k[3], self._k[1]
         x = x.contiguous()
         xn = norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b, blk.eps_plain1, blk.eps_attn)
-        out = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
-                        last_only=last, kv_cache=state, cached=pos0, store_kv=keep_cache)
+        m = x.shape[1]
+        if not (self.split_window and pos0 == 0 and m >= 2 and not last):
+            out = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
+                            last_only=last, kv_cache=state, cached=pos0, store_kv=keep_cache)
+            return out, state
+        # one launch per token: token t reads tokens < t's keys/values from kv (the step's cache when it is
+        # kept, else a scratch window) and stores its own for the tokens after it
+        n = x.shape[0]
+        kv = state if state is not None else torch.empty(n, m, 2, self.inner, dtype=self.packed.dtype, device=x.device)
+        out = torch.empty_like(x)
+        for t in range(m):
+            attention(xn[:, t:t + 1], blk.w_qkv, blk.w_out, blk.b_out, x[:, t:t + 1], gate[:, t:t + 1], self.heads,
+                      precision=self.kp, kv_cache=kv, cached=t, store_kv=keep_cache or t < m - 1,
+                      out=out[:, t:t + 1])
         return out, state
 
     def mlp_half(self, i, x, shift, scale, gate):
@@ -183,9 +237,12 @@ class TritonPredictor(PredictorStep):
         return self._k[3](x, None, None, p.final_w, p.final_b, eps_affine=p.final_eps).float()
 
 
-def make_predictor_backend(name: str, model, precision: str):
+def make_predictor_backend(name: str, model, precision: str, compile: bool = False):
     if name in ("eager", "graph"):
-        return EagerPredictor(model, precision)
+        return EagerPredictor(model, precision, compile=compile)
+    if compile:
+        raise ValueError("compile=True applies to the torch kernels (EagerPredictor); the Triton step is "
+                         "already fused")
     if name == "triton":
         return TritonPredictor(model, precision)
     raise ValueError(f"unknown predictor backend {name!r}")

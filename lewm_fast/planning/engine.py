@@ -20,11 +20,11 @@ from .precision import check_precision, matmul_dtype
 
 class RolloutEngine:
     def __init__(self, model, precision: str = "fp32", predictor_backend: str = "eager",
-                 chunk_rows: int | None = None):
+                 chunk_rows: int | None = None, compile: bool = False):
         self.model = model
         self.cfg = model.cfg
         self.precision = check_precision(precision)
-        self.predictor = make_predictor_backend(predictor_backend, model, precision)
+        self.predictor = make_predictor_backend(predictor_backend, model, precision, compile=compile)
         self.chunk_rows = chunk_rows
         md = matmul_dtype(precision)
         bn = model.pred_proj.net[1]

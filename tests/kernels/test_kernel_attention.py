@@ -95,8 +95,10 @@ def test_rejects_bad_inputs(device):
         attention(xn, w_qkv, w_out, b_out, res, gate, 5)
     with pytest.raises(ValueError, match="shape"):
         attention(xn, w_qkv, w_out[:, :16], b_out, res, gate, 4)
-    with pytest.raises(ValueError, match="contiguous"):
-        attention(xn.transpose(0, 1).contiguous().transpose(0, 1), w_qkv, w_out, b_out, res, gate, 4)
+    with pytest.raises(ValueError, match="unit stride"):
+        attention(torch.stack([xn, xn], -1)[..., 0], w_qkv, w_out, b_out, res, gate, 4)
+    with pytest.raises(ValueError, match="out"):
+        attention(xn, w_qkv, w_out, b_out, res, gate, 4, out=torch.empty_like(xn)[:, :1])
 
 
 @pytest.mark.parametrize("block_n,block_k", [(16, 16), (32, 64)])

@@ -63,6 +63,31 @@ def test_recomputed_and_partly_cached_windows_fp32(lo, pos0, m, device):
     torch.testing.assert_close(got[TritonPredictor], got[EagerPredictor], **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("m,keep", [(3, False), (2, False), (2, True)])
+def test_split_window_computes_the_whole_window(precision, m, keep, device):
+    """split_window (one one-token launch per window token through the KV-cache form) against the
+    whole-window launch: same maths and dot shapes per token, keys/values round-tripped through the
+    cache in the activations' dtype, so the rows agree to float rounding; with keep_cache the cache it
+    leaves serves the next growing step the same."""
+    cfg = LeWMConfig.tiny()
+    model = random_lewm(cfg, seed=4).to(device)
+    n = 19                                                   # a partial last program of sequences
+    emb, act = _inputs(n, 5, cfg.embed_dim, device, seed=8)
+    got = {}
+    with torch.inference_mode():
+        for split in (False, True):
+            step = TritonPredictor(model, precision, split_window=split)
+            step.begin(act)
+            last, cache = step.window(emb[:, 1:1 + m], 1, 0, None, keep_cache=keep)
+            nxt = step.window(emb[:, 1 + m:2 + m], 1, m, cache, keep_cache=False)[0] if keep else None
+            got[split] = (last, nxt)
+    assert got[True][0].abs().max() > 0.5
+    torch.testing.assert_close(got[True][0], got[False][0], atol=1e-6, rtol=1e-6)
+    if keep:
+        torch.testing.assert_close(got[True][1], got[False][1], atol=1e-6, rtol=1e-6)
+
+
 def test_full_size_growing_window(device):
     """The paper's predictor (D 192, 6 blocks, 16 x 64 heads, MLP 2048), 2 sequences, 3 cached steps."""
     cfg = LeWMConfig()
