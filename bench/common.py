@@ -49,6 +49,8 @@ def environment() -> dict:
         "torch": torch.__version__, "git_commit": git_commit(),
         "cuda": torch.cuda.is_available(),
         "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name(),
+        # the CPU planner's opt-in allocator setting (lewm_fast/planning/allocator.py): it changes CPU timings
+        "keep_freed_memory": os.environ.get("LEWM_FAST_KEEP_FREED_MEMORY", "0") == "1",
     }
     try:
         import triton

@@ -10,7 +10,9 @@ trimming disabled, freed blocks are reused. Values are untouched: only where the
 Process-wide (it is the C allocator) and freed memory is never returned to the OS, so it is opt-in:
 the CPU Planner applies it once when the environment sets LEWM_FAST_KEEP_FREED_MEMORY=1. Measured: with
 another job on the second core the profiled bf16 solve went 11.8 -> 9.0 s; on an idle machine, two
-bench.cem runs gave 9.0 s without and 9.6 s with it (bench/reports/cem-pusht-cpu-epyc*.json), no gain.
+bench.cem runs gave 9.0 s without and 9.6 s with it (bench/reports/cem-pusht-cpu-epyc*.json), no gain;
+on a later EPYC host (2026-12-04, idle) it helped every variant: reference 41.2 -> 33.2 s, eager bf16
+14.1 -> 12.7 s, eager fp32 29.9 -> 22.9 s (bench/reports/cem-pusht-cpu-compile*.json; separate runs).
 A no-op off glibc.
 """
 from __future__ import annotations
