@@ -171,7 +171,7 @@ class ActionEmbedder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # The block is written once, as two halves over explicit weights (BlockWeights): the model's forward runs
 # them on the live parameters (training: autograd, dropout; every row of the window; attention through
-# SDPA, as the reference executes it), the planner's eager step on weights copied once (bf16 operands, KV
+# SDPA, as the reference executes it), the planner's eager step on the packed weights (bf16 operands, KV
 # cache while the window grows, the last row only in the last block, per-key fp32 attention;
 # lewm_fast.planning.backends.EagerPredictor), and the Triton step fuses the same maths into its kernels
 # (tested against these halves).
@@ -184,7 +184,7 @@ class BlockWeights:
     attn_ln_b: torch.Tensor
     eps_attn: float
     w_qkv: torch.Tensor        # (3 * inner, D); its dtype = the matmuls'
-    sm_scale: float            # score scale: dim_head ** -0.5, or 1.0 where it is folded into w_qkv's query rows
+    sm_scale: float            # score scale dim_head ** -0.5 (applied to the fp32 queries / by the kernels)
     w_out: torch.Tensor
     b_out: torch.Tensor
     eps_plain2: float
@@ -309,30 +309,17 @@ class ConditionalBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[1].weight)   # AdaLN-zero: every block starts as identity
         nn.init.zeros_(self.adaLN_modulation[1].bias)
 
-    def weights(self, dtype: torch.dtype | None = None, detach: bool = False) -> BlockWeights:
-        """The halves' weights: the live parameters (training, the model's forward) or, with detach, copies
-        for the planner's step (matmul weights and their biases in dtype, 1/sqrt(dh) folded into the query
-        rows, exact for dh = 64, a power of two; folded from the fp32 weights, so bf16 rounds once)."""
+    def weights(self, prep=None) -> BlockWeights:
+        """The halves' weights: the live parameters (training, the model's forward), or each passed through
+        prep(tensor, matmul: bool) (pack_predictor: detached copies, matmul weights in their dtype)."""
         a, net = self.attn, self.mlp.net
-        inner = a.heads * a.dim_head
-        qkv, sm_scale = a.to_qkv.weight, a.dim_head ** -0.5
-        if detach:
-            qkv = qkv.detach()
-            qkv, sm_scale = torch.cat([qkv[:inner] * sm_scale, qkv[inner:]]), 1.0
-
-        def mm(t):
-            t = t.detach() if detach else t
-            return t if dtype is None else t.to(dtype).contiguous()
-
-        def keep(t):
-            return t.detach().contiguous() if detach else t
-
+        p = prep or (lambda t, matmul=False: t)
         return BlockWeights(
-            heads=a.heads, dim_head=a.dim_head, eps_plain1=self.norm1.eps, attn_ln_w=keep(a.norm.weight),
-            attn_ln_b=keep(a.norm.bias), eps_attn=a.norm.eps, w_qkv=mm(qkv), sm_scale=sm_scale,
-            w_out=mm(a.to_out[0].weight), b_out=mm(a.to_out[0].bias), eps_plain2=self.norm2.eps,
-            mlp_ln_w=keep(net[0].weight), mlp_ln_b=keep(net[0].bias), eps_mlp=net[0].eps, w1=mm(net[1].weight),
-            b1=mm(net[1].bias), w2=mm(net[4].weight), b2=mm(net[4].bias))
+            heads=a.heads, dim_head=a.dim_head, eps_plain1=self.norm1.eps, attn_ln_w=p(a.norm.weight),
+            attn_ln_b=p(a.norm.bias), eps_attn=a.norm.eps, w_qkv=p(a.to_qkv.weight, True),
+            sm_scale=a.dim_head ** -0.5, w_out=p(a.to_out[0].weight, True), b_out=p(a.to_out[0].bias),
+            eps_plain2=self.norm2.eps, mlp_ln_w=p(net[0].weight), mlp_ln_b=p(net[0].bias), eps_mlp=net[0].eps,
+            w1=p(net[1].weight, True), b1=p(net[1].bias), w2=p(net[4].weight, True), b2=p(net[4].bias))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
@@ -372,30 +359,11 @@ class Predictor(nn.Module):
 # The predictor's weights gathered once for inference (the planner's eager and Triton steps and the
 # kernels' whole-window forward all read this one pack): contiguous, detached, AdaLN linears stacked.
 @dataclass
-class PackedBlock:
-    attn_ln_w: torch.Tensor
-    attn_ln_b: torch.Tensor
-    w_qkv: torch.Tensor
-    w_out: torch.Tensor
-    b_out: torch.Tensor
-    mlp_ln_w: torch.Tensor
-    mlp_ln_b: torch.Tensor
-    w1: torch.Tensor
-    b1: torch.Tensor
-    w2: torch.Tensor
-    b2: torch.Tensor
-    eps_plain1: float
-    eps_attn: float
-    eps_plain2: float
-    eps_mlp: float
-
-
-@dataclass
 class PackedPredictor:
     pos: torch.Tensor          # (num_frames, D)
     mod_w: torch.Tensor        # (depth * 6D, D): every block's adaLN_modulation Linear, stacked
     mod_b: torch.Tensor        # (depth * 6D,)
-    blocks: list
+    blocks: list               # BlockWeights per block (ConditionalBlock.weights through prep)
     final_w: torch.Tensor
     final_b: torch.Tensor
     final_eps: float
@@ -438,17 +406,7 @@ def pack_predictor(predictor, precision: str = "ieee", dtype: torch.dtype | None
         return t.detach().to(wdtype if matmul else dtype).contiguous()
 
     layers = predictor.transformer.layers
-    blocks = []
-    for blk in layers:
-        blocks.append(PackedBlock(
-            attn_ln_w=prep(blk.attn.norm.weight), attn_ln_b=prep(blk.attn.norm.bias),
-            w_qkv=prep(blk.attn.to_qkv.weight, True), w_out=prep(blk.attn.to_out[0].weight, True),
-            b_out=prep(blk.attn.to_out[0].bias),
-            mlp_ln_w=prep(blk.mlp.net[0].weight), mlp_ln_b=prep(blk.mlp.net[0].bias),
-            w1=prep(blk.mlp.net[1].weight, True), b1=prep(blk.mlp.net[1].bias),
-            w2=prep(blk.mlp.net[4].weight, True), b2=prep(blk.mlp.net[4].bias),
-            eps_plain1=blk.norm1.eps, eps_attn=blk.attn.norm.eps, eps_plain2=blk.norm2.eps,
-            eps_mlp=blk.mlp.net[0].eps))
+    blocks = [blk.weights(prep) for blk in layers]     # the block halves' own weight record, packed
     norm = predictor.transformer.norm
     return PackedPredictor(
         pos=prep(predictor.pos_embedding[0]),

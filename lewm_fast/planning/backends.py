@@ -20,6 +20,8 @@ and differ only in how a block half is computed:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -91,7 +93,7 @@ class PredictorStep:
 
 class EagerPredictor(PredictorStep):
     """The step in PyTorch: the model's own block halves (lewm_fast.model.attention_half / mlp_half, the
-    maths training runs) over weights copied once in the matmul dtype; the cache is kept as per-position
+    maths training runs) over the pack's weights (matmul weights in the matmul dtype); the cache is kept as per-position
     tensors, never concatenated. Matmul operands in the precision's dtype; norms, softmax and the residual
     in fp32.
 
@@ -109,8 +111,11 @@ class EagerPredictor(PredictorStep):
         super().__init__(model, precision)
         p = self.packed
         self.dtype = md = p.weight_dtype
-        self.weights = [layer.weights(dtype=md, detach=True) for layer in model.predictor.transformer.layers]
-        self.mod_b = p.mod_b.to(md)   # F.linear wants one dtype
+        # the pack's blocks as they are; F.linear wants its bias in the weights' dtype (bf16: the three
+        # bias vectors per block cast once, the matmul weights are the pack's own)
+        self.weights = p.blocks if md == p.dtype else [
+            dataclasses.replace(b, b_out=b.b_out.to(md), b1=b.b1.to(md), b2=b.b2.to(md)) for b in p.blocks]
+        self.mod_b = p.mod_b.to(md)
         self.compiled, self.compile_error = bool(compile), None
         # dynamic=None: shapes are specialised first, row counts marked dynamic once they change (the
         # last row chunk, environments finishing in an evaluation) instead of one compile per count
