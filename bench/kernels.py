@@ -120,7 +120,7 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     The GPU check times these against bench/roofline.py's prediction for the same launch.
     The attention and mlp launches also take launch-config keywords (block sizes, warps, stages)."""
     from lewm_fast.kernels.adaln_modulation import adaln_modulation
-    from lewm_fast.kernels.attention import attention
+    from lewm_fast.kernels.attention import attention, attention_by_token
     from lewm_fast.kernels.mlp import mlp
     from lewm_fast.kernels.norm_modulate import norm_modulate
     from lewm_fast.planning.backends import TritonPredictor
@@ -141,18 +141,12 @@ def kernel_cases(cfg, N: int, T: int, precision: str, dev) -> list[tuple]:
     # the uncached window as TritonPredictor(split_window=True) launches it: one one-token launch per
     # token through a scratch KV window (no roofline row of its own: bench/roofline.py's kv_cache_split)
     split_kv = torch.empty(N, T, 2, cfg.pred_heads * cfg.pred_dim_head, device=dev)
-    split_out = torch.empty_like(x)
-
-    def attention_split():
-        for t in range(T):
-            attention(xn[:, t:t + 1], blk.w_qkv, blk.w_out, blk.b_out, x[:, t:t + 1], gate[:, t:t + 1], packed.heads,
-                      precision="ieee", kv_cache=split_kv, cached=t, store_kv=t < T - 1, out=split_out[:, t:t + 1])
-        return split_out
-
     split_step = TritonPredictor(model, kp_prec, split_window=True)
     split_step.begin(act)
     split = [] if T < 2 else [
-        ("attention(window as one-token launches)", None, {}, attention_split),
+        ("attention(window as one-token launches)", None, {},
+         lambda: attention_by_token(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, packed.heads, precision="ieee",
+                                    kv_cache=split_kv)),
         ("predictor step (whole window, split_window)", None, {}, lambda: split_step.window(emb, 0, 0, None, False))]
     cached = [] if T < 3 else [        # the growing window's last step: 2 cached tokens, last row only
         ("attention(2 cached, last_only)", "attention", dict(new=1, last_only=True),

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.flops import _windows
 
@@ -69,6 +69,7 @@ class Launch:
     l2_bytes: float = 0.0
     count: int = 1
     mma_sync: bool = False            # programs below 64 rows: mma.sync, not wgmma (bf16)
+    predicted: dict = field(default_factory=dict)   # merged entries: {graph: ms summed over their launches}
 
     def ms(self, precision: str, graph: bool = True) -> float:
         peak = PEAKS["bf16_tflops" if precision == "bf16" else "fp32_fma_tflops"] * 1e12
@@ -170,7 +171,6 @@ def solve_launches(cfg, B: int = 50, S: int = 300, iterations: int = 30, horizon
         m.l2_bytes += lc.l2_bytes * iterations
         m.count += lc.count * iterations
         # each launch is timed on its own (its own bound, its own MMA kind), then summed
-        m.predicted = getattr(m, "predicted", {})
         for graph in (True, False):
             one = Launch(lc.kernel, lc.flops / lc.count, lc.dram_bytes / lc.count, lc.l2_bytes / lc.count,
                          mma_sync=lc.mma_sync)

@@ -280,7 +280,7 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
               last_only: bool = False, kv_cache: torch.Tensor | None = None, cached: int = 0,
               store_kv: bool = False, block_n: int | None = None, block_k: int | None = None, num_warps: int = 8,
               num_stages: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """xn: (N, T, D) normalised input (contiguous); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
+    """xn: (N, T, D) normalised input (unit stride along D); w_qkv: (3 * heads * dh, D); w_out: (D, heads * dh);
     b_out: (D,); residual: (N, T, D); gate: (N, T, D) with unit last stride (may be a strided chunk of
     the modulation vector). xn, residual and gate share a dtype, which the output has; the weights may be
     narrower (bf16 weights: bf16 tensor-core dots, fp32 accumulation, softmax and residual update in fp32).
@@ -358,4 +358,24 @@ def attention(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out:
         num_stages = default_stages(w_qkv.dtype, dot_precision) if num_stages is None else num_stages
         _attention_kernel[(triton.cdiv(N, block_n),)](*args, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
                                                        num_stages=num_stages, **consts)
+    return out
+
+
+def attention_by_token(xn: torch.Tensor, w_qkv: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
+                       residual: torch.Tensor, gate: torch.Tensor, heads: int, precision: str = "ieee",
+                       kv_cache: torch.Tensor | None = None, store_kv: bool = False) -> torch.Tensor:
+    """The uncached window (N, T, D) as T one-token launches chained through the KV cache: token t's
+    launch reads tokens < t's keys/values from kv_cache (stored by the launches before it) and writes
+    its own; every launch is the "one" output kind (64-sequence programs on the GPU) instead of one
+    launch holding T output accumulators. Same result as attention(...) on the whole window.
+    kv_cache: (N, >= T, 2, heads * dh), e.g. the planner's cache when it is kept (store_kv: the last
+    token's keys/values too); None: a scratch window in xn's dtype."""
+    N, T, _ = xn.shape
+    if kv_cache is None:
+        kv_cache = torch.empty(N, T, 2, w_out.shape[1], dtype=xn.dtype, device=xn.device)
+    out = torch.empty(xn.shape, dtype=xn.dtype, device=xn.device)
+    for t in range(T):
+        attention(xn[:, t:t + 1], w_qkv, w_out, b_out, residual[:, t:t + 1], gate[:, t:t + 1], heads,
+                  precision=precision, kv_cache=kv_cache, cached=t, store_kv=store_kv or t < T - 1,
+                  out=out[:, t:t + 1])
     return out

@@ -21,6 +21,7 @@ and differ only in how a block half is computed:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -128,8 +129,6 @@ class EagerPredictor(PredictorStep):
         try:
             return self._compiled_blocks(x, self.mods, lo, pos0, cache, keep_cache)
         except Exception as e:   # no C++ compiler, an inductor bug: the eager step computes the same thing
-            import warnings
-
             self.compiled, self.compile_error = False, f"{type(e).__name__}: {e}"
             warnings.warn(f"torch.compile of the predictor step failed; running it eagerly: {self.compile_error}",
                           RuntimeWarning, stacklevel=2)
@@ -163,12 +162,14 @@ class EagerPredictor(PredictorStep):
 
 
 def triton_kernels():
-    """The launchers TritonPredictor calls: (adaln_modulation, attention, mlp, norm_modulate). Raises
+    """The launchers TritonPredictor calls: (adaln_modulation, attention, mlp, norm_modulate,
+    attention_by_token). Raises
     ImportError without Triton (RuntimeError when Triton cannot initialise); switches.kernels_status
     asks the same question before a planner picks kernels='triton'."""
     from lewm_fast.kernels import adaln_modulation, attention, mlp, norm_modulate
 
-    return adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate
+    return (adaln_modulation.adaln_modulation, attention.attention, mlp.mlp, norm_modulate.norm_modulate,
+            attention.attention_by_token)
 
 
 class TritonPredictor(PredictorStep):
@@ -216,20 +217,12 @@ class TritonPredictor(PredictorStep):
         blk, norm_modulate, attention = self.packed.blocks[i], self._k[3], self._k[1]
         x = x.contiguous()
         xn = norm_modulate(x, shift, scale, blk.attn_ln_w, blk.attn_ln_b, blk.eps_plain1, blk.eps_attn)
-        m = x.shape[1]
-        if not (self.split_window and pos0 == 0 and m >= 2 and not last):
-            out = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
-                            last_only=last, kv_cache=state, cached=pos0, store_kv=keep_cache)
-            return out, state
-        # one launch per token: token t reads tokens < t's keys/values from kv (the step's cache when it is
-        # kept, else a scratch window) and stores its own for the tokens after it
-        n = x.shape[0]
-        kv = state if state is not None else torch.empty(n, m, 2, self.inner, dtype=self.packed.dtype, device=x.device)
-        out = torch.empty_like(x)
-        for t in range(m):
-            attention(xn[:, t:t + 1], blk.w_qkv, blk.w_out, blk.b_out, x[:, t:t + 1], gate[:, t:t + 1], self.heads,
-                      precision=self.kp, kv_cache=kv, cached=t, store_kv=keep_cache or t < m - 1,
-                      out=out[:, t:t + 1])
+        if self.split_window and pos0 == 0 and x.shape[1] >= 2 and not last:
+            # one launch per token, chained through the step's cache when it is kept (else a scratch window)
+            return self._k[4](xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
+                              kv_cache=state, store_kv=keep_cache), state
+        out = attention(xn, blk.w_qkv, blk.w_out, blk.b_out, x, gate, self.heads, precision=self.kp,
+                        last_only=last, kv_cache=state, cached=pos0, store_kv=keep_cache)
         return out, state
 
     def mlp_half(self, i, x, shift, scale, gate):

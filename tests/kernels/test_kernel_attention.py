@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lewm_fast.kernels.attention import attention, attention_ref
+from lewm_fast.kernels.attention import attention, attention_by_token, attention_kv_ref, attention_ref
 
 from kernel_testing import assert_close, rand
 
@@ -17,6 +17,21 @@ def _inputs(N, T, D, heads, dh, dtype, device, seed=0):
     mod = rand(N, T, 3 * D, gen=g, scale=0.5)           # gate read as a strided chunk, as in the predictor
     cast = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
     return cast(xn), cast(w_qkv), cast(w_out), cast(b_out), cast(res), cast(mod)[..., D:2 * D]
+
+
+@pytest.mark.parametrize("T", [2, 3])
+def test_by_token_launches_match_the_whole_window(T, device):
+    """attention_by_token (one one-token launch per token, chained through the KV cache) against the
+    torch reference of the whole window; with store_kv the cache holds every token's keys/values."""
+    xn, w_qkv, w_out, b_out, res, gate = _inputs(7, T, 32, 4, 8, torch.float32, device, seed=3)
+    assert_close(attention_by_token(xn, w_qkv, w_out, b_out, res, gate, 4),
+                 attention_ref(xn, w_qkv, w_out, b_out, res, gate, 4), torch.float32)
+    kv = torch.zeros(7, 3, 2, 32, device=device)
+    attention_by_token(xn, w_qkv, w_out, b_out, res, gate, 4, kv_cache=kv, store_kv=True)
+    empty = torch.zeros(7, 0, 4, 8, device=device)
+    _, k, v = attention_kv_ref(xn, w_qkv, w_out, b_out, res, gate, 4, empty, empty)
+    assert_close(kv[:, :T, 0], k.reshape(7, T, 32), torch.float32)
+    assert_close(kv[:, :T, 1], v.reshape(7, T, 32), torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
