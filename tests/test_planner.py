@@ -336,14 +336,15 @@ def test_triton_backend_does_nine_token_passes_and_one_modulation():
     m = _model(1)
     eng = RolloutEngine(m, predictor_backend="triton")
     rows = {"adaln": 0, "norm": 0, "mlp": 0}
-    adaln, attention, mlp, norm = eng.predictor._k
+    adaln, attention, mlp, norm, by_token = eng.predictor._k
 
     def counted(key, fn, per_row):
         def wrapped(x, *a, **k):
             rows[key] += x.numel() // x.shape[-1] if per_row else 1
             return fn(x, *a, **k)
         return wrapped
-    eng.predictor._k = (counted("adaln", adaln, False), attention, counted("mlp", mlp, True), counted("norm", norm, True))
+    eng.predictor._k = (counted("adaln", adaln, False), attention, counted("mlp", mlp, True), counted("norm", norm, True),
+                        by_token)
     S = 4
     g = torch.Generator().manual_seed(0)
     eng.costs(torch.randn(1, 1, m.cfg.embed_dim, generator=g), torch.randn(1, m.cfg.embed_dim, generator=g),
