@@ -9,6 +9,13 @@ Data parallel: the means over n are over the *global* batch (cos/sin sums all-re
 batch) and all ranks use one A (drawn on rank 0, broadcast). The all-reduce is autograd-aware, so each
 rank's gradient is world_size x its share of the global loss's gradient; DDP's gradient averaging then
 yields exactly the gradient of the global statistic.
+
+bank (an option, not the paper's): M earlier embeddings (detached, e.g. the last batches') join every
+time step's sample, so each statistic is over N + M points (statistic = (N + M) * sum_k w_k err_k) while
+gradients reach only the current N. At N = 32 the test's sampling floor (E[statistic] ~ 1 for Gaussian
+data) is as large as the signal of a far-from-Gaussian latent; the bank shrinks that floor's share
+(bench: a trained PushT latent scores 2.0 at N = 32 against 1.0 for Gaussian samples, 70 against 1.0 at
+N = 2048).
 """
 from __future__ import annotations
 
@@ -41,8 +48,10 @@ class SIGReg(nn.Module):
             dist.broadcast(A, src=0)   # one shared projection matrix for all ranks
         return A
 
-    def forward(self, z: torch.Tensor, A: torch.Tensor | None = None, generator: torch.Generator | None = None):
-        """z: (T, N, D) (or (N, D)); A: optional fixed (D, P) projections (fresh ones are drawn otherwise)."""
+    def forward(self, z: torch.Tensor, A: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                bank: torch.Tensor | None = None):
+        """z: (T, N, D) (or (N, D)); A: optional fixed (D, P) projections (fresh ones are drawn otherwise);
+        bank: optional (M, D) extra samples (no gradient) added to every time step's sample."""
         if z.ndim == 2:
             z = z.unsqueeze(0)
         z = z.float()
@@ -51,6 +60,12 @@ class SIGReg(nn.Module):
         x = (z @ A).unsqueeze(-1) * self.t                      # (T, N, P, K)
         stats = torch.stack([x.cos().sum(1), x.sin().sum(1)])  # (2, T, P, K) sums over the local batch
         n = torch.tensor(float(z.shape[1]), device=z.device)
+        if bank is not None and len(bank):
+            with torch.no_grad():
+                xb = (bank.float() @ A).unsqueeze(-1) * self.t     # (M, P, K)
+                bank_stats = torch.stack([xb.cos().sum(0), xb.sin().sum(0)])[:, None]
+            stats = stats + bank_stats
+            n = n + len(bank)
         if _dist_active():
             from torch.distributed.nn.functional import all_reduce
             stats = all_reduce(stats)                           # differentiable sum over ranks

@@ -51,9 +51,17 @@ PRESETS = {
 
 def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: SIGReg,
               sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
-              history: int | None = None) -> dict[str, torch.Tensor]:
+              history: int | None = None, target_grad: float = 1.0,
+              bank: "SigregBank | None" = None) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
     <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
+
+    target_grad g scales the prediction loss's gradient through the target embeddings (value unchanged):
+    1 = the paper (targets not detached), 0 = stop-gradient targets. Through the targets the encoder is pulled
+    toward whatever the predictor can already predict, i.e. away from features that are hard to predict.
+
+    bank: a SigregBank whose rows join SIGReg's sample (see lewm_fast.sigreg); this batch's embeddings are
+    pushed into it afterwards.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -66,26 +74,45 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     if not 1 <= H < T:
         raise ValueError(f"history {H} needs clips of more than {H} frames, got {T}")
     pred = model.predict(emb[:, :H], act_emb[:, :H])             # (B, H, D)
-    step_losses = [F.mse_loss(pred.float(), emb[:, 1:H + 1].float())]
+    target = emb if target_grad == 1 else target_grad * emb + (1 - target_grad) * emb.detach()
+    step_losses = [F.mse_loss(pred.float(), target[:, 1:H + 1].float())]
     frames = list(emb[:, :H].unbind(1)) + [pred[:, -1]]
     for k in range(H + 1, T):                                    # predict frame k from the window k-H .. k-1
         nxt = model.predict(torch.stack(frames[k - H:k], dim=1), act_emb[:, k - H:k])[:, -1]
-        step_losses.append(F.mse_loss(nxt.float(), emb[:, k].float()))
+        step_losses.append(F.mse_loss(nxt.float(), target[:, k].float()))
         frames.append(nxt)
     pred_loss = torch.stack(step_losses).mean()
-    sig = sigreg(emb.transpose(0, 1), generator=generator)
+    sig = sigreg(emb.transpose(0, 1), generator=generator, bank=None if bank is None else bank.rows)
+    if bank is not None:
+        bank.push(emb.detach().flatten(0, 1))
     return {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
+
+
+class SigregBank:
+    """FIFO of the last `size` frame embeddings (detached, fp32) for SIGReg's sample (--sigreg-bank)."""
+
+    def __init__(self, size: int, rows: torch.Tensor | None = None):
+        self.size = size
+        self.rows = rows if rows is not None else torch.zeros(0, 0)
+
+    def push(self, emb: torch.Tensor) -> None:
+        emb = emb.float()
+        rows = emb if self.rows.numel() == 0 else torch.cat([self.rows.to(emb.device), emb])
+        self.rows = rows[-self.size:]
 
 
 class LossModule(torch.nn.Module):
     """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients."""
 
-    def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None):
+    def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None,
+                 target_grad: float = 1.0, bank: SigregBank | None = None):
         super().__init__()
         self.model, self.sigreg, self.sigreg_weight, self.history = model, sigreg, sigreg_weight, history
+        self.target_grad, self.bank = target_grad, bank
 
     def forward(self, pixels, actions, generator=None):
-        return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history)
+        return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history,
+                         self.target_grad, self.bank)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float):
@@ -135,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-frac", type=float, default=0.01, help="fraction of steps of linear warm-up before cosine decay")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip")
     p.add_argument("--sigreg-weight", type=float, default=0.09, help="weight of SIGReg in the loss")
+    p.add_argument("--target-grad", type=float, default=1.0,
+                   help="scale of the prediction loss's gradient through the target embeddings: 1 = the paper "
+                        "(targets not detached), 0 = stop-gradient targets")
+    p.add_argument("--sigreg-bank", type=int, default=0,
+                   help="SIGReg's sample also holds the last M frame embeddings (detached): a sharper test at "
+                        "small batches; 0 = the paper (the batch alone)")
     p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
     p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + --rollout-steps)")
     p.add_argument("--rollout-steps", type=int, default=1,
@@ -175,8 +208,10 @@ def make_config(args, env_action_dim: int) -> LeWMConfig:
     return cfg
 
 
-def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args) -> None:
+def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args,
+                      bank: SigregBank | None = None) -> None:
     state = {
+        "sigreg_bank": None if bank is None else bank.rows.cpu(),
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "epoch": epoch, "config": cfg.to_dict(),
         "stats": {c: {k: torch.from_numpy(np.asarray(v)) for k, v in s.items()} for c, s in stats.items()},
@@ -189,7 +224,7 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
 
 
 def check_args(args) -> None:
@@ -198,9 +233,11 @@ def check_args(args) -> None:
                  "max_steps", "threads", "stop_after"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     positive("--workers", args.workers, 0)
+    positive("--sigreg-bank", args.sigreg_bank, 0)
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
-                                      ("sigreg_weight", 0, None, False), ("val_fraction", 0, 0.99, False)):
+                                      ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
+                                      ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
         except ValueError as e:
@@ -308,7 +345,11 @@ def _train(argv: list[str] | None, locks: list) -> dict:
         train_set.stats = {c: {k: v.numpy() for k, v in s.items()} for c, s in state["stats"].items()}
         if val_set is not None:
             val_set.stats = train_set.stats
-    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history)
+    bank = None
+    if args.sigreg_bank:
+        saved_rows = state.get("sigreg_bank") if state else None
+        bank = SigregBank(args.sigreg_bank, None if saved_rows is None else saved_rows.to(device))
+    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -335,7 +376,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
 
     def save(epoch: int) -> None:
         if is_main:
-            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args)
+            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args, bank)
             save_checkpoint(out / "model.safetensors", model, stats, {**info, "step": step, "epoch": epoch})
 
     last = {}
@@ -419,7 +460,7 @@ def evaluate(model: LeWM, val_set, sigreg: SIGReg, args, device, amp, max_batche
             break
         with torch.autocast(**amp):
             terms = lewm_loss(model, batch["pixels"].to(device), batch["action"].to(device), sigreg,
-                              args.sigreg_weight, generator=gen, history=args.history)
+                              args.sigreg_weight, generator=gen, history=args.history, target_grad=args.target_grad)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n += 1

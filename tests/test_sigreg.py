@@ -90,3 +90,22 @@ def test_data_parallel_equals_single_process_on_concatenated_batch():
         # autograd-aware all-reduce: each rank holds world x its share; DDP's averaging divides by world
         n = z_full.shape[1] // world
         torch.testing.assert_close(res[r]["grad"] / world, z.grad[:, r * n:(r + 1) * n], rtol=1e-4, atol=1e-7)
+
+
+def test_bank_joins_every_time_steps_sample_without_gradient():
+    """bank rows count as extra samples of each time step (the slow formula on the concatenation), and the
+    gradient reaches only the current batch: equal to the concatenation's gradient on those rows."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 16, 8, generator=g)
+    bank = torch.randn(40, 8, generator=g) * 0.5 + 0.3
+    A = unit_columns(8, 32, 4)
+    joined = torch.cat([z, bank.expand(3, 40, 8)], dim=1)
+    zg = z.clone().requires_grad_(True)
+    got = SIGReg(num_proj=32)(zg, A, bank=bank)
+    assert got.item() == pytest.approx(slow_sigreg(joined, A), rel=1e-4)
+    got.backward()
+    jg = joined.clone().requires_grad_(True)
+    SIGReg(num_proj=32)(jg, A).backward()
+    torch.testing.assert_close(zg.grad, jg.grad[:, :16], rtol=1e-4, atol=1e-7)
+    empty = SIGReg(num_proj=32)(z, A, bank=torch.zeros(0, 8))
+    assert empty.item() == pytest.approx(slow_sigreg(z, A), rel=1e-4)
