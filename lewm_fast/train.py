@@ -52,7 +52,8 @@ PRESETS = {
 def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: SIGReg,
               sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
               history: int | None = None, target_grad: float = 1.0,
-              bank: "SigregBank | None" = None) -> dict[str, torch.Tensor]:
+              bank: "SigregBank | None" = None, idm: "InverseDynamics | None" = None,
+              idm_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
     <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
 
@@ -62,6 +63,10 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
 
     bank: a SigregBank whose rows join SIGReg's sample (see lewm_fast.sigreg); this batch's embeddings are
     pushed into it afterwards.
+
+    idm (an option, not the paper's): an InverseDynamics head; idm_weight * MSE of its action-block estimate
+    from each pair of consecutive embeddings is added to the loss (key "idm_loss"), so the latent must hold
+    what the action changes (the agent, each joint), which next-embedding prediction alone does not demand.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -85,7 +90,13 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     sig = sigreg(emb.transpose(0, 1), generator=generator, bank=None if bank is None else bank.rows)
     if bank is not None:
         bank.push(emb.detach().flatten(0, 1))
-    return {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
+    terms = {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
+    if idm is not None:
+        # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
+        idm_loss = F.mse_loss(idm(emb[:, :-1], emb[:, 1:]).float(), actions[:, :-1].float())
+        terms["loss"] = terms["loss"] + idm_weight * idm_loss
+        terms["idm_loss"] = idm_loss
+    return terms
 
 
 class SigregBank:
@@ -101,18 +112,31 @@ class SigregBank:
         self.rows = rows[-self.size:]
 
 
+class InverseDynamics(torch.nn.Module):
+    """Training-only head (--idm-weight): the action block between two consecutive frame embeddings."""
+
+    def __init__(self, dim: int, action_dim: int, hidden: int = 512):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(2 * dim, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, action_dim))
+
+    def forward(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z0, z1], dim=-1))
+
+
 class LossModule(torch.nn.Module):
     """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients."""
 
     def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None,
-                 target_grad: float = 1.0, bank: SigregBank | None = None):
+                 target_grad: float = 1.0, bank: SigregBank | None = None,
+                 idm: InverseDynamics | None = None, idm_weight: float = 0.0):
         super().__init__()
         self.model, self.sigreg, self.sigreg_weight, self.history = model, sigreg, sigreg_weight, history
-        self.target_grad, self.bank = target_grad, bank
+        self.target_grad, self.bank, self.idm, self.idm_weight = target_grad, bank, idm, idm_weight
 
     def forward(self, pixels, actions, generator=None):
         return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history,
-                         self.target_grad, self.bank)
+                         self.target_grad, self.bank, self.idm, self.idm_weight)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float):
@@ -168,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigreg-bank", type=int, default=0,
                    help="SIGReg's sample also holds the last M frame embeddings (detached): a sharper test at "
                         "small batches; 0 = the paper (the batch alone)")
+    p.add_argument("--idm-weight", type=float, default=0.0,
+                   help="weight of an inverse-dynamics loss (a training-only head estimates each action block from "
+                        "the two embeddings around it; not saved in model.safetensors); 0 = the paper (off)")
     p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
     p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + --rollout-steps)")
     p.add_argument("--rollout-steps", type=int, default=1,
@@ -209,8 +236,9 @@ def make_config(args, env_action_dim: int) -> LeWMConfig:
 
 
 def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args,
-                      bank: SigregBank | None = None) -> None:
+                      bank: SigregBank | None = None, idm: InverseDynamics | None = None) -> None:
     state = {
+        "idm": None if idm is None else idm.state_dict(),
         "sigreg_bank": None if bank is None else bank.rows.cpu(),
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "epoch": epoch, "config": cfg.to_dict(),
@@ -224,7 +252,7 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
 
 
 def check_args(args) -> None:
@@ -236,7 +264,7 @@ def check_args(args) -> None:
     positive("--sigreg-bank", args.sigreg_bank, 0)
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
-                                      ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
+                                      ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False), ("idm_weight", 0, None, False),
                                       ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
@@ -326,7 +354,9 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     torch.manual_seed(args.seed)
     model = LeWM(cfg).to(device)
     sigreg = SIGReg(num_proj=args.sigreg_proj).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    idm = InverseDynamics(cfg.embed_dim, cfg.action_dim).to(device) if args.idm_weight else None
+    params = list(model.parameters()) + ([] if idm is None else list(idm.parameters()))
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_set) // (args.batch_size * world)
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train_set)} training clips are fewer than one batch of {args.batch_size} x {world} ranks")
@@ -336,6 +366,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     step, start_epoch = 0, 0
     if state:
         model.load_state_dict(state["model"])
+        if idm is not None:
+            idm.load_state_dict(state["idm"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
@@ -349,7 +381,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     if args.sigreg_bank:
         saved_rows = state.get("sigreg_bank") if state else None
         bank = SigregBank(args.sigreg_bank, None if saved_rows is None else saved_rows.to(device))
-    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank)
+    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank, idm,
+                         args.idm_weight)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -376,7 +409,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
 
     def save(epoch: int) -> None:
         if is_main:
-            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args, bank)
+            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args, bank, idm)
             save_checkpoint(out / "model.safetensors", model, stats, {**info, "step": step, "epoch": epoch})
 
     last = {}
@@ -403,7 +436,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
                 terms = loss_fn(px, act)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
             opt.step()
             sched.step()
             step += 1
