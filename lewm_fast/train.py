@@ -64,9 +64,10 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     bank: a SigregBank whose rows join SIGReg's sample (see lewm_fast.sigreg); this batch's embeddings are
     pushed into it afterwards.
 
-    idm (an option, not the paper's): an InverseDynamics head; idm_weight * MSE of its action-block estimate
-    from each pair of consecutive embeddings is added to the loss (key "idm_loss"), so the latent must hold
-    what the action changes (the agent, each joint), which next-embedding prediction alone does not demand.
+    idm (an option, not the paper's): an InverseDynamics head; idm_weight * MSE of its estimate of action
+    block k from embeddings k-1, k, k+1 (k = 1 .. T-2: the earlier frame gives the velocity the action
+    changed) is added to the loss (key "idm_loss"), so the latent must hold what the action moves (the agent,
+    each joint), which next-embedding prediction alone does not demand.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -93,7 +94,9 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     terms = {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
     if idm is not None:
         # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
-        idm_loss = F.mse_loss(idm(emb[:, :-1], emb[:, 1:]).float(), actions[:, :-1].float())
+        if T < 3:
+            raise ValueError(f"the inverse-dynamics term needs clips of at least 3 frames, got {T}")
+        idm_loss = F.mse_loss(idm(emb[:, :-2], emb[:, 1:-1], emb[:, 2:]).float(), actions[:, 1:-1].float())
         terms["loss"] = terms["loss"] + idm_weight * idm_loss
         terms["idm_loss"] = idm_loss
     return terms
@@ -113,15 +116,15 @@ class SigregBank:
 
 
 class InverseDynamics(torch.nn.Module):
-    """Training-only head (--idm-weight): the action block between two consecutive frame embeddings."""
+    """Training-only head (--idm-weight): action block k from frame embeddings k-1, k, k+1."""
 
     def __init__(self, dim: int, action_dim: int, hidden: int = 512):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(2 * dim, hidden), torch.nn.GELU(),
+        self.net = torch.nn.Sequential(torch.nn.Linear(3 * dim, hidden), torch.nn.GELU(),
                                        torch.nn.Linear(hidden, action_dim))
 
-    def forward(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z0, z1], dim=-1))
+    def forward(self, z_prev: torch.Tensor, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z_prev, z, z_next], dim=-1))
 
 
 class LossModule(torch.nn.Module):
