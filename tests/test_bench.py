@@ -311,3 +311,25 @@ def test_encoder_ceiling_learns_what_the_frames_show(tmp_path):
     jepa = rep["probe_r2"]["jepa"]   # the random-weight checkpoint, probed the same way
     assert all(sup[q]["linear"] > 0.7 and sup[q]["linear"] > jepa[q]["linear"] + 0.3 for q in sup), (sup, jepa)
     assert json.loads((tmp_path / "out" / "report.json").read_text())["probe_r2"] == json.loads(json.dumps(rep["probe_r2"]))
+
+
+def test_pixel_moments_of_a_drawn_rectangle_and_of_the_rendered_agent():
+    """bench.pixel_moments: centroid and principal axis of a rotated rectangle match the geometry; the agent
+    mask the renderer draws is centred on the agent's state position (scaled from the 512 px canvas)."""
+    from bench.pixel_moments import moments, object_mask
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float64)
+    phi = 0.3                                          # long axis of a 120 x 20 bar at angle phi, centred (90, 110)
+    u = (xx - 90) * np.cos(phi) + (yy - 110) * np.sin(phi)
+    v = -(xx - 90) * np.sin(phi) + (yy - 110) * np.cos(phi)
+    m = moments(((np.abs(u) <= 60) & (np.abs(v) <= 10))[None])
+    assert m["cx"][0] == pytest.approx(90, abs=0.05) and m["cy"][0] == pytest.approx(110, abs=0.05)
+    assert m["axis_cos2"][0] == pytest.approx(np.cos(2 * phi), abs=2e-3)
+    assert m["axis_sin2"][0] == pytest.approx(np.sin(2 * phi), abs=2e-3)
+    states = np.array([[100.0, 300.0, 256.0, 256.0, 0.5, 0, 0], [400.0, 150.0, 200.0, 300.0, 2.0, 0, 0]])
+    agent = moments(object_mask(states, 96, "agent"))
+    np.testing.assert_allclose(agent["cx"], states[:, 0] * 96 / 512 - 0.5, atol=0.3)
+    np.testing.assert_allclose(agent["cy"], states[:, 1] * 96 / 512 - 0.5, atol=0.3)
+    block = moments(object_mask(states, 96, "block"))
+    assert block["pixels"].min() > 5 * agent["pixels"].max()    # the T is the larger object
+    with pytest.raises(ValueError, match="no pixel"):
+        moments(np.zeros((1, 8, 8), bool))
