@@ -52,8 +52,8 @@ PRESETS = {
 def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: SIGReg,
               sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
               history: int | None = None, target_grad: float = 1.0,
-              bank: "SigregBank | None" = None, idm: "InverseDynamics | None" = None,
-              idm_weight: float = 0.0) -> dict[str, torch.Tensor]:
+              bank: "SigregBank | None" = None,
+              heads: "dict[str, tuple[ActionHead, float]] | None" = None) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
     <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
 
@@ -64,10 +64,12 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     bank: a SigregBank whose rows join SIGReg's sample (see lewm_fast.sigreg); this batch's embeddings are
     pushed into it afterwards.
 
-    idm (an option, not the paper's): an InverseDynamics head; idm_weight * MSE of its estimate of action
-    block k from embeddings k-1, k, k+1 (k = 1 .. T-2: the earlier frame gives the velocity the action
-    changed) is added to the loss (key "idm_loss"), so the latent must hold what the action moves (the agent,
-    each joint), which next-embedding prediction alone does not demand.
+    heads (options, not the paper's): {name: (ActionHead, weight)}; weight * MSE of the head's estimate of
+    action block k (k = 1 .. T-2) is added to the loss (key NAME_loss). "idm" (inverse dynamics) reads
+    embeddings k-1, k, k+1 (the earlier frame gives the velocity the action changed), so the latent must hold
+    what the action moves (the agent, each joint); "bc" (behaviour cloning) reads k-1 and k only, so the latent
+    must hold what the data's policy acts on (PushT's expert: the block's whole pose). Next-embedding prediction
+    alone demands neither.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -92,13 +94,14 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     if bank is not None:
         bank.push(emb.detach().flatten(0, 1))
     terms = {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
-    if idm is not None:
+    for name, (head, weight) in (heads or {}).items():
         # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
         if T < 3:
-            raise ValueError(f"the inverse-dynamics term needs clips of at least 3 frames, got {T}")
-        idm_loss = F.mse_loss(idm(emb[:, :-2], emb[:, 1:-1], emb[:, 2:]).float(), actions[:, 1:-1].float())
-        terms["loss"] = terms["loss"] + idm_weight * idm_loss
-        terms["idm_loss"] = idm_loss
+            raise ValueError(f"the {name} term needs clips of at least 3 frames, got {T}")
+        inputs = (emb[:, :-2], emb[:, 1:-1], emb[:, 2:])[:ACTION_HEAD_FRAMES[name]]
+        head_loss = F.mse_loss(head(*inputs).float(), actions[:, 1:-1].float())
+        terms["loss"] = terms["loss"] + weight * head_loss
+        terms[f"{name}_loss"] = head_loss
     return terms
 
 
@@ -115,16 +118,20 @@ class SigregBank:
         self.rows = rows[-self.size:]
 
 
-class InverseDynamics(torch.nn.Module):
-    """Training-only head (--idm-weight): action block k from frame embeddings k-1, k, k+1."""
+# training-only action heads (--idm-weight, --bc-weight): how many embeddings from k-1 on each reads for block k
+ACTION_HEAD_FRAMES = {"idm": 3, "bc": 2}
 
-    def __init__(self, dim: int, action_dim: int, hidden: int = 512):
+
+class ActionHead(torch.nn.Module):
+    """Training-only MLP: action block k from `frames` consecutive frame embeddings starting at k-1."""
+
+    def __init__(self, dim: int, action_dim: int, frames: int, hidden: int = 512):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(3 * dim, hidden), torch.nn.GELU(),
+        self.net = torch.nn.Sequential(torch.nn.Linear(frames * dim, hidden), torch.nn.GELU(),
                                        torch.nn.Linear(hidden, action_dim))
 
-    def forward(self, z_prev: torch.Tensor, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z_prev, z, z_next], dim=-1))
+    def forward(self, *z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat(z, dim=-1))
 
 
 class LossModule(torch.nn.Module):
@@ -132,14 +139,17 @@ class LossModule(torch.nn.Module):
 
     def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None,
                  target_grad: float = 1.0, bank: SigregBank | None = None,
-                 idm: InverseDynamics | None = None, idm_weight: float = 0.0):
+                 heads: dict[str, ActionHead] | None = None, head_weights: dict[str, float] | None = None):
         super().__init__()
         self.model, self.sigreg, self.sigreg_weight, self.history = model, sigreg, sigreg_weight, history
-        self.target_grad, self.bank, self.idm, self.idm_weight = target_grad, bank, idm, idm_weight
+        self.target_grad, self.bank = target_grad, bank
+        self.heads = torch.nn.ModuleDict(heads or {})
+        self.head_weights = dict(head_weights or {})
 
     def forward(self, pixels, actions, generator=None):
         return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history,
-                         self.target_grad, self.bank, self.idm, self.idm_weight)
+                         self.target_grad, self.bank,
+                         {k: (h, self.head_weights[k]) for k, h in self.heads.items()})
 
 
 def lr_lambda(total_steps: int, warmup_frac: float):
@@ -197,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "small batches; 0 = the paper (the batch alone)")
     p.add_argument("--idm-weight", type=float, default=0.0,
                    help="weight of an inverse-dynamics loss (a training-only head estimates each action block from "
-                        "the two embeddings around it; not saved in model.safetensors); 0 = the paper (off)")
+                        "embeddings k-1, k, k+1; not saved in model.safetensors); 0 = the paper (off)")
+    p.add_argument("--bc-weight", type=float, default=0.0,
+                   help="weight of a behaviour-cloning loss (a training-only head estimates each action block from "
+                        "embeddings k-1 and k: what the data's policy acts on; not saved in model.safetensors); "
+                        "0 = the paper (off)")
     p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
     p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + --rollout-steps)")
     p.add_argument("--rollout-steps", type=int, default=1,
@@ -239,9 +253,9 @@ def make_config(args, env_action_dim: int) -> LeWMConfig:
 
 
 def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args,
-                      bank: SigregBank | None = None, idm: InverseDynamics | None = None) -> None:
+                      bank: SigregBank | None = None, heads: dict | None = None) -> None:
     state = {
-        "idm": None if idm is None else idm.state_dict(),
+        **{name: (heads[name].state_dict() if heads and name in heads else None) for name in ACTION_HEAD_FRAMES},
         "sigreg_bank": None if bank is None else bank.rows.cpu(),
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "epoch": epoch, "config": cfg.to_dict(),
@@ -255,7 +269,7 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
 
 
 def check_args(args) -> None:
@@ -268,6 +282,7 @@ def check_args(args) -> None:
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
                                       ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False), ("idm_weight", 0, None, False),
+                                      ("bc_weight", 0, None, False),
                                       ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
@@ -357,8 +372,11 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     torch.manual_seed(args.seed)
     model = LeWM(cfg).to(device)
     sigreg = SIGReg(num_proj=args.sigreg_proj).to(device)
-    idm = InverseDynamics(cfg.embed_dim, cfg.action_dim).to(device) if args.idm_weight else None
-    params = list(model.parameters()) + ([] if idm is None else list(idm.parameters()))
+    head_weights = {name: getattr(args, f"{name}_weight") for name in ACTION_HEAD_FRAMES
+                    if getattr(args, f"{name}_weight")}
+    heads = {name: ActionHead(cfg.embed_dim, cfg.action_dim, ACTION_HEAD_FRAMES[name]).to(device)
+             for name in head_weights}
+    params = list(model.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_set) // (args.batch_size * world)
     if steps_per_epoch == 0:
@@ -369,8 +387,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     step, start_epoch = 0, 0
     if state:
         model.load_state_dict(state["model"])
-        if idm is not None:
-            idm.load_state_dict(state["idm"])
+        for name, head in heads.items():
+            head.load_state_dict(state[name])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
@@ -384,8 +402,8 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     if args.sigreg_bank:
         saved_rows = state.get("sigreg_bank") if state else None
         bank = SigregBank(args.sigreg_bank, None if saved_rows is None else saved_rows.to(device))
-    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank, idm,
-                         args.idm_weight)
+    loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank, heads,
+                         head_weights)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -412,7 +430,7 @@ def _train(argv: list[str] | None, locks: list) -> dict:
 
     def save(epoch: int) -> None:
         if is_main:
-            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args, bank, idm)
+            _save_train_state(out / "last.pt", model, opt, sched, step, epoch, cfg, stats, args, bank, heads)
             save_checkpoint(out / "model.safetensors", model, stats, {**info, "step": step, "epoch": epoch})
 
     last = {}
@@ -496,7 +514,7 @@ def evaluate(model: LeWM, val_set, sigreg: SIGReg, args, device, amp, max_batche
             break
         with torch.autocast(**amp):
             terms = lewm_loss(model, batch["pixels"].to(device), batch["action"].to(device), sigreg,
-                              args.sigreg_weight, generator=gen, history=args.history, target_grad=args.target_grad)
+                              args.sigreg_weight, generator=gen, history=args.history)   # target_grad: same value
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n += 1

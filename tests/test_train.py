@@ -293,36 +293,42 @@ def test_sigreg_bank_resumes_exactly(data, tmp_path):
 
 
 def test_inverse_dynamics_term_is_the_heads_action_error():
-    """--idm-weight w: loss = the paper's loss + w * MSE(head(z_k-1, z_k, z_k+1), action block k), k = 1 .. T-2."""
+    """--idm-weight w / --bc-weight v: loss = the paper's loss + w * MSE(idm(z_k-1, z_k, z_k+1), action block k)
+    + v * MSE(bc(z_k-1, z_k), action block k), k = 1 .. T-2."""
     from lewm_fast.model import LeWM, LeWMConfig
     from lewm_fast.sigreg import SIGReg
-    from lewm_fast.train import InverseDynamics, lewm_loss
+    from lewm_fast.train import ActionHead, lewm_loss
     torch.manual_seed(0)
     cfg = LeWMConfig.tiny(num_frames=3)
-    model, idm = LeWM(cfg).eval(), InverseDynamics(cfg.embed_dim, cfg.action_dim, hidden=16)
+    model = LeWM(cfg).eval()
+    idm, bc = ActionHead(cfg.embed_dim, cfg.action_dim, 3, hidden=16), ActionHead(cfg.embed_dim, cfg.action_dim, 2, hidden=16)
     px = torch.rand(4, 4, 3, cfg.image_size, cfg.image_size)
     act = torch.randn(4, 4, cfg.action_dim)
     with torch.no_grad():
         base = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1))
-        got = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1), idm=idm,
-                        idm_weight=0.5)
+        got = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1),
+                        heads={"idm": (idm, 0.5), "bc": (bc, 2.0)})
         emb = model.encode(px)
         want = torch.stack([torch.nn.functional.mse_loss(idm.net(torch.cat([emb[:, k - 1], emb[:, k], emb[:, k + 1]], -1)),
                                                          act[:, k]) for k in (1, 2)]).mean()
+        want_bc = torch.stack([torch.nn.functional.mse_loss(bc.net(torch.cat([emb[:, k - 1], emb[:, k]], -1)), act[:, k])
+                               for k in (1, 2)]).mean()
     assert float(got["idm_loss"]) == pytest.approx(float(want), rel=1e-5)
-    assert float(got["loss"]) == pytest.approx(float(base["loss"]) + 0.5 * float(want), rel=1e-5)
+    assert float(got["bc_loss"]) == pytest.approx(float(want_bc), rel=1e-5)
+    assert float(got["loss"]) == pytest.approx(float(base["loss"]) + 0.5 * float(want) + 2.0 * float(want_bc), rel=1e-5)
 
 
 def test_inverse_dynamics_head_resumes_and_stays_out_of_the_checkpoint(data, tmp_path):
-    args = [*TINY, "--idm-weight", "1", "--max-steps", "6", "--epochs", "1"]
+    args = [*TINY, "--idm-weight", "1", "--bc-weight", "0.5", "--max-steps", "6", "--epochs", "1"]
     train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
     train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
     train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
     full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
-    for k, v in full["idm"].items():
-        torch.testing.assert_close(broken["idm"][k], v, msg=k)
+    for name in ("idm", "bc"):
+        for k, v in full[name].items():
+            torch.testing.assert_close(broken[name][k], v, msg=f"{name}.{k}")
     for k, v in full["model"].items():
         torch.testing.assert_close(broken["model"][k], v, msg=k)
     rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert all("idm_loss" in r for r in rows if "loss" in r)
+    assert all("idm_loss" in r and "bc_loss" in r for r in rows if "loss" in r)
     load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
