@@ -72,6 +72,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 when sharing the cores)")
     ap.add_argument("--snapshots-only", action="store_true",
                     help="skip model.safetensors (while training runs it is a moving target)")
+    ap.add_argument("--steps", default=None,
+                    help="comma-separated snapshot steps to measure (default: every snapshot of the run)")
     ap.add_argument("--out", required=True, help="JSON report (rewritten atomically after each snapshot)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -79,6 +81,12 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     run = Path(args.run)
     snaps = snapshots(run, final=not args.snapshots_only)
+    if args.steps:
+        wanted = {int(x) for x in args.steps.split(",")}
+        missing = sorted(wanted - {s for s, _ in snaps})
+        if missing:
+            raise SystemExit(f"{run}: no snapshot for step(s) {missing}; it has {[s for s, _ in snaps]}")
+        snaps = [(s, p) for s, p in snaps if s in wanted]
     if not snaps:
         raise SystemExit(f"{run}: no model-step*.safetensors or model.safetensors")
     iters = DEFAULT_ITERATIONS.get(args.env, 10)
@@ -99,6 +107,8 @@ def main(argv=None) -> dict:
         res = evaluate(args.env, checkpoint=str(path), policy="cem", seeds=(args.seed,), num_eval=args.episodes,
                        precision=args.precision, planner_kwargs={"iterations": iters})
         point = {"step": step, "checkpoint": str(path), "success_rate": res["success_rate_mean"],
+                 # distance to the goal in units of the success test (eval.goal_distance): progress below 1 success
+                 "final_distance_mean": res.get("final_distance_mean"),
                  "train_pred_loss": train_loss_near(run, step), "eval_wall_s": time.perf_counter() - t0}
         if args.probe_dataset:
             point["linear_probe_r2"] = linear_probe(path, args.env, args.probe_dataset, args.probe_frames)
