@@ -85,7 +85,9 @@ def main(argv=None) -> dict:
                         "metadata": meta}
     if args.train_log:
         rows = [json.loads(ln) for ln in Path(args.train_log).read_text().splitlines() if ln.strip()]
-        steps = [r for r in rows if "pred_loss" in r]
+        # the card describes the shipped checkpoint: a snapshot taken before the run's end counts up to its step
+        upto = ckpt.info.get("step")
+        steps = [r for r in rows if "pred_loss" in r and (upto is None or r["step"] <= upto)]
         card["training"] = {"metrics": args.train_log, "steps": steps[-1]["step"] if steps else 0,
                             "final_pred_loss": steps[-1]["pred_loss"] if steps else None,
                             "final_sigreg": steps[-1]["sigreg"] if steps else None,

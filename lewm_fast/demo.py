@@ -21,11 +21,15 @@ from pathlib import Path
 RECIPE = {  # the CPU recipe's settings, recorded in the report
     "tworoom": {"episodes": 800, "resolution": 64, "preset": "small", "batch_size": 32, "lr": 1e-3,
                 "max_steps": 800, "warmup_frac": 0.01},
-    # PushT (results/pusht-recipe/): noisy-expert data so the model sees off-expert pushes, 96 px frames in
-    # 12-px patches; one torch thread in bf16 (AVX512-BF16), measured fastest on the 2-core CPU: 77 min of training (4617 s)
+    # PushT (results/pusht-recipe/, results/pusht-recipe-idm/): noisy-expert data so the model sees off-expert
+    # pushes, 96 px frames in 12-px patches; one torch thread in bf16 (AVX512-BF16), measured fastest on the 2-core
+    # CPU. An inverse-dynamics term (idm_weight, a training-only head: action block k from embeddings k-1, k, k+1)
+    # makes the latent hold the agent (linear probe 0.58 -> 0.97) and the model's cost rank plans as the true
+    # distance does (Spearman 0.27 -> 0.84); the snapshot with the best validation success (seed-1000 pairs: 6% at
+    # steps 3500 and 4000, 4000 nearer the goal) of the 5000-step schedule is shipped. 81 min beside other jobs.
     "pusht": {"episodes": 2500, "resolution": 96, "preset": "pusht-cpu", "batch_size": 32, "lr": 1e-3,
-              "max_steps": 5000, "warmup_frac": 0.02, "policy_noise": 0.1, "snapshot_every": 1000,
-              "precision": "bf16", "threads": 1, "workers": 1},
+              "max_steps": 5000, "stop_after": 4000, "warmup_frac": 0.02, "policy_noise": 0.1, "snapshot_every": 500,
+              "idm_weight": 1.0, "precision": "bf16", "threads": 1, "workers": 0},
     # Reacher and Cube (results/reacher-recipe, results/cube-recipe): 64 px frames the envs render themselves
     # (at 128 px, resized; Cube with render-only coarse arm meshes), the mujoco-cpu preset on one thread.
     # Reacher: bf16 (native on AVX512-BF16), 2400 steps, SIGReg weight 1.0: SIGReg's statistic scales with the
@@ -68,7 +72,7 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
     if r.get("precision") == "bf16" and cpu_has_native_bf16() is False:
         print("[demo] this CPU emulates bf16 (no AVX512-BF16 / AMX): training in fp32 instead", flush=True)
         r["precision"] = "fp32"
-    for key in ("precision", "threads", "workers", "sigreg_weight"):
+    for key in ("precision", "threads", "workers", "sigreg_weight", "idm_weight"):
         if key in r:
             args += [f"--{key.replace('_', '-')}", str(r[key])]
     if (run / "last.pt").exists():

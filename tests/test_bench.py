@@ -333,3 +333,25 @@ def test_pixel_moments_of_a_drawn_rectangle_and_of_the_rendered_agent():
     assert block["pixels"].min() > 5 * agent["pixels"].max()    # the T is the larger object
     with pytest.raises(ValueError, match="no pixel"):
         moments(np.zeros((1, 8, 8), bool))
+
+
+def test_model_card_of_a_snapshot_counts_training_up_to_its_step(tmp_path, monkeypatch):
+    # a snapshot shipped from the middle of a longer run: steps, final losses and wall time stop at its step
+    import lewm_fast.checkpoint as ck
+    from bench import model_card
+    from helpers import random_model
+    from lewm_fast.model import LeWMConfig
+
+    cfg = LeWMConfig.tiny()
+    src = tmp_path / "model-step3.safetensors"
+    ck.save_checkpoint(src, random_model(cfg), info={"step": 3, "env": {
+        "name": "tworoom", "action_dim": cfg.env_action_dim, "image_size": [cfg.image_size] * 2}})
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "pred_loss": 1.0 / s, "sigreg": 2.0 * s, "time": 100.0 + 10 * s}) + "\n"
+                           for s in range(1, 6)))
+    monkeypatch.setattr(ck, "PRETRAINED_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    card = model_card.main(["--name", "snap", "--env", "tworoom", "--checkpoint", str(src), "--recipe", "r",
+                            "--train-log", str(log)])
+    assert card["training"]["steps"] == 3 and card["training"]["final_pred_loss"] == pytest.approx(1 / 3)
+    assert card["training"]["final_sigreg"] == 6.0 and card["training"]["wall_time_s"] == pytest.approx(20.0)

@@ -90,3 +90,17 @@ def test_shipped_checkpoint_loads_by_name_and_plans_its_env(name):
     env.close()
     res = planner.plan(frame, frame)
     assert res.actions.shape == (1, 25, planner.cfg.env_action_dim) and np.isfinite(res.actions.numpy()).all()
+
+
+def test_pusht_recipe_trains_with_its_inverse_dynamics_term_and_stops_at_the_shipped_step(tmp_path, monkeypatch):
+    """RECIPE['pusht'] passes --idm-weight and stops at the shipped snapshot's step of its longer schedule."""
+    import lewm_fast.train
+    seen = []
+    monkeypatch.setattr(lewm_fast.train, "train", lambda args: seen.append(list(args)))
+    r = demo.RECIPE["pusht"]
+    (tmp_path / f"pusht-{r['episodes']}ep-{r['resolution']}px.h5").touch()   # data present: no collection
+    demo.run_recipe("pusht", tmp_path)
+    args = seen[0]
+    assert args[args.index("--idm-weight") + 1] == str(r["idm_weight"]) and r["idm_weight"] > 0
+    assert args[args.index("--stop-after") + 1] == str(r["stop_after"]) and r["stop_after"] < r["max_steps"]
+    assert args[args.index("--max-steps") + 1] == str(r["max_steps"])
