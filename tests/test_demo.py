@@ -44,15 +44,20 @@ def test_pusht_recipe_passes_noise_snapshots_and_threads(tmp_path, monkeypatch):
     assert ckpt.exists() and (ckpt.parent / "model-step2.safetensors").exists()
 
 
-def test_reacher_recipe_passes_its_sigreg_weight_and_loader_to_train(tmp_path, monkeypatch):
-    """RECIPE['reacher'] trains with its own SIGReg weight and in-process loading (what the shipped run used)."""
+def _recipe_train_args(env, tmp_path, monkeypatch):
+    """(RECIPE[env], the argument list run_recipe hands to train), with the data file present and train stubbed."""
     import lewm_fast.train
     seen = []
     monkeypatch.setattr(lewm_fast.train, "train", lambda args: seen.append(list(args)))
-    r = demo.RECIPE["reacher"]
-    (tmp_path / f"reacher-{r['episodes']}ep-{r['resolution']}px.h5").touch()   # data present: no collection
-    demo.run_recipe("reacher", tmp_path)
-    args = seen[0]
+    r = demo.RECIPE[env]
+    (tmp_path / f"{env}-{r['episodes']}ep-{r['resolution']}px.h5").touch()   # data present: no collection
+    demo.run_recipe(env, tmp_path)
+    return r, seen[0]
+
+
+def test_reacher_recipe_passes_its_sigreg_weight_and_loader_to_train(tmp_path, monkeypatch):
+    """RECIPE['reacher'] trains with its own SIGReg weight and in-process loading (what the shipped run used)."""
+    r, args = _recipe_train_args("reacher", tmp_path, monkeypatch)
     assert args[args.index("--sigreg-weight") + 1] == str(r["sigreg_weight"]) and r["sigreg_weight"] != 0.09
     assert args[args.index("--workers") + 1] == "0" and args[args.index("--max-steps") + 1] == str(r["max_steps"])
 
@@ -94,13 +99,7 @@ def test_shipped_checkpoint_loads_by_name_and_plans_its_env(name):
 
 def test_pusht_recipe_trains_with_its_inverse_dynamics_term_and_stops_at_the_shipped_step(tmp_path, monkeypatch):
     """RECIPE['pusht'] passes --idm-weight and stops at the shipped snapshot's step of its longer schedule."""
-    import lewm_fast.train
-    seen = []
-    monkeypatch.setattr(lewm_fast.train, "train", lambda args: seen.append(list(args)))
-    r = demo.RECIPE["pusht"]
-    (tmp_path / f"pusht-{r['episodes']}ep-{r['resolution']}px.h5").touch()   # data present: no collection
-    demo.run_recipe("pusht", tmp_path)
-    args = seen[0]
+    r, args = _recipe_train_args("pusht", tmp_path, monkeypatch)
     assert args[args.index("--idm-weight") + 1] == str(r["idm_weight"]) and r["idm_weight"] > 0
     assert args[args.index("--stop-after") + 1] == str(r["stop_after"]) and r["stop_after"] < r["max_steps"]
     assert args[args.index("--max-steps") + 1] == str(r["max_steps"])
