@@ -82,7 +82,10 @@ def main(argv=None) -> dict:
     run = Path(args.run)
     snaps = snapshots(run, final=not args.snapshots_only)
     if args.steps:
-        wanted = {int(x) for x in args.steps.split(",")}
+        try:
+            wanted = {int(x) for x in args.steps.split(",")}
+        except ValueError:
+            raise SystemExit(f"--steps must be comma-separated integers, got {args.steps!r}") from None
         missing = sorted(wanted - {s for s, _ in snaps})
         if missing:
             raise SystemExit(f"{run}: no snapshot for step(s) {missing}; it has {[s for s, _ in snaps]}")

@@ -23,10 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 MASK_COLOUR = (255, 0, 0)          # one object at a time in pure red on the white canvas
 
 

@@ -26,7 +26,8 @@ RECIPE = {  # the CPU recipe's settings, recorded in the report
     # CPU. An inverse-dynamics term (idm_weight, a training-only head: action block k from embeddings k-1, k, k+1)
     # makes the latent hold the agent (linear probe 0.58 -> 0.97) and the model's cost rank plans as the true
     # distance does (Spearman 0.27 -> 0.84); the snapshot with the best validation success (seed-1000 pairs: 6% at
-    # steps 3500 and 4000, 4000 nearer the goal) of the 5000-step schedule is shipped. 81 min beside other jobs.
+    # steps 3500 and 4000, 4000 nearer the goal) of the 5000-step schedule is shipped: 66 min (3937 s) of
+    # training to step 4000 beside other jobs.
     "pusht": {"episodes": 2500, "resolution": 96, "preset": "pusht-cpu", "batch_size": 32, "lr": 1e-3,
               "max_steps": 5000, "stop_after": 4000, "warmup_frac": 0.02, "policy_noise": 0.1, "snapshot_every": 500,
               "idm_weight": 1.0, "precision": "bf16", "threads": 1, "workers": 0},

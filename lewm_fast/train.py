@@ -94,10 +94,10 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     if bank is not None:
         bank.push(emb.detach().flatten(0, 1))
     terms = {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
+    if heads and T < 3:
+        raise ValueError(f"the action-head terms {sorted(heads)} need clips of at least 3 frames, got {T}")
     for name, (head, weight) in (heads or {}).items():
         # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
-        if T < 3:
-            raise ValueError(f"the {name} term needs clips of at least 3 frames, got {T}")
         inputs = (emb[:, :-2], emb[:, 1:-1], emb[:, 2:])[:ACTION_HEAD_FRAMES[name]]
         head_loss = F.mse_loss(head(*inputs).float(), actions[:, 1:-1].float())
         terms["loss"] = terms["loss"] + weight * head_loss
@@ -269,7 +269,8 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "sigreg_proj",
+            "history", "rollout_steps", "frameskip", "val_fraction", "seed")
 
 
 def check_args(args) -> None:
@@ -281,13 +282,17 @@ def check_args(args) -> None:
     positive("--sigreg-bank", args.sigreg_bank, 0)
     for name, low, high, low_open in (("lr", 0, None, True), ("weight_decay", 0, None, False),
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
-                                      ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False), ("idm_weight", 0, None, False),
-                                      ("bc_weight", 0, None, False),
+                                      ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
+                                      ("idm_weight", 0, None, False), ("bc_weight", 0, None, False),
                                       ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
         except ValueError as e:
             raise SystemExit(str(e)) from None
+    heads = [f"--{name}-weight" for name in ACTION_HEAD_FRAMES if getattr(args, f"{name}_weight")]
+    if heads and args.history + args.rollout_steps < 3:
+        raise SystemExit(f"{', '.join(heads)} need clips of at least 3 frames (--history + --rollout-steps), "
+                         f"got {args.history + args.rollout_steps}")
 
 
 def explicit_args(argv) -> set[str]:
@@ -300,13 +305,17 @@ def explicit_args(argv) -> set[str]:
 
 def check_resume(args, saved: dict, given: set[str]) -> list[str]:
     """--resume: refuse explicitly given run-changing arguments that differ from the checkpoint's; take the
-    checkpoint's value for those left at their default. Returns the names taken from the checkpoint."""
-    changed = [k for k in RUN_ARGS if k in saved and k in given and saved[k] != getattr(args, k)]
+    checkpoint's value for those left at their default. Returns the names taken from the checkpoint.
+    An argument the checkpoint does not record came after it was written: its run computed that flag's default
+    (every run-changing flag defaults to what the code did before the flag existed)."""
+    parser = build_parser()
+    saved = {k: saved[k] if k in saved else parser.get_default(k) for k in RUN_ARGS}
+    changed = [k for k in RUN_ARGS if k in given and saved[k] != getattr(args, k)]
     if changed:
         raise SystemExit("--resume: " + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r} differs from the "
                                                    f"checkpoint's {saved[k]!r}" for k in changed)
                          + "; drop the flag(s) to continue the saved run, or train into a new --out")
-    taken = [k for k in RUN_ARGS if k in saved and saved[k] != getattr(args, k)]
+    taken = [k for k in RUN_ARGS if saved[k] != getattr(args, k)]
     for k in taken:
         setattr(args, k, saved[k])
     return taken

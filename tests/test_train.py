@@ -332,3 +332,21 @@ def test_inverse_dynamics_head_resumes_and_stays_out_of_the_checkpoint(data, tmp
     rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert all("idm_loss" in r and "bc_loss" in r for r in rows if "loss" in r)
     load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
+
+
+def test_resume_compares_flags_a_checkpoint_predates_with_their_defaults():
+    """An argument missing from an older checkpoint's args means its run used the flag's default: giving another
+    value is refused like any changed run argument; leaving it alone resumes with the default."""
+    from lewm_fast.train import check_resume
+    args = build_parser().parse_args(["--data", "d.h5", "--idm-weight", "1"])
+    saved = {k: v for k, v in vars(build_parser().parse_args(["--data", "d.h5"])).items() if k != "idm_weight"}
+    with pytest.raises(SystemExit, match="--idm-weight 1.0 differs from the checkpoint's 0.0"):
+        check_resume(args, saved, {"data", "idm_weight"})
+    plain = build_parser().parse_args(["--data", "d.h5"])
+    assert check_resume(plain, saved, {"data"}) == [] and plain.idm_weight == 0.0
+
+
+def test_action_heads_need_three_frame_clips(data, tmp_path):
+    with pytest.raises(SystemExit, match="--idm-weight need clips of at least 3 frames"):
+        train(["--data", str(data), "--out", str(tmp_path / "r"), *TINY, "--idm-weight", "1", "--history", "1",
+               "--max-steps", "1"])
