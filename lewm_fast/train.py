@@ -134,19 +134,45 @@ class ActionHead(torch.nn.Module):
         return self.net(torch.cat(z, dim=-1))
 
 
+def colour_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B, T, 3, h, w) -> uint8, each frame through its own random affine colour map
+    rgb' = clamp((I + s G) rgb + s g / 2) on [0, 1] (G 3x3, g 3-vector, standard normal; s = strength).
+
+    Training-only (--colour-jitter). Why per frame: a clip's next frame then has a colour its context cannot
+    foretell, so the embedding that the predictor is asked for can only be predicted if it ignores colour;
+    a map shared by the clip would instead make colour one more thing the latent carries. What stays is what
+    an affine colour map keeps: edges, shapes and positions."""
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"colour_jitter takes uint8 frames, got {pixels.dtype}")
+    lead, (c, h, w) = pixels.shape[:-3], pixels.shape[-3:]
+    if c != 3:
+        raise ValueError(f"colour_jitter needs 3 colour channels, got shape {tuple(pixels.shape)}")
+    x = pixels.reshape(-1, 3, h * w).float() / 255.0
+    n = x.shape[0]
+    mix = torch.eye(3, device=x.device) + strength * torch.randn(n, 3, 3, generator=generator, device=x.device)
+    shift = 0.5 * strength * torch.randn(n, 3, 1, generator=generator, device=x.device)
+    out = (torch.bmm(mix, x) + shift).clamp_(0, 1)
+    return (out * 255.0).round_().to(torch.uint8).reshape(*lead, 3, h, w)
+
+
 class LossModule(torch.nn.Module):
-    """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients."""
+    """model + SIGReg behind one forward(), so DistributedDataParallel can sync its gradients.
+    colour_jitter s > 0: the training frames pass through colour_jitter first (validation sees them as recorded)."""
 
     def __init__(self, model: LeWM, sigreg: SIGReg, sigreg_weight: float, history: int | None = None,
                  target_grad: float = 1.0, bank: SigregBank | None = None,
-                 heads: dict[str, ActionHead] | None = None, head_weights: dict[str, float] | None = None):
+                 heads: dict[str, ActionHead] | None = None, head_weights: dict[str, float] | None = None,
+                 colour_jitter: float = 0.0):
         super().__init__()
         self.model, self.sigreg, self.sigreg_weight, self.history = model, sigreg, sigreg_weight, history
         self.target_grad, self.bank = target_grad, bank
         self.heads = torch.nn.ModuleDict(heads or {})
         self.head_weights = dict(head_weights or {})
+        self.colour_jitter = colour_jitter
 
     def forward(self, pixels, actions, generator=None):
+        if self.colour_jitter:
+            pixels = colour_jitter(pixels, self.colour_jitter, generator)
         return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history,
                          self.target_grad, self.bank,
                          {k: (h, self.head_weights[k]) for k, h in self.heads.items()})
@@ -212,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of a behaviour-cloning loss (a training-only head estimates each action block from "
                         "embeddings k-1 and k: what the data's policy acts on; not saved in model.safetensors); "
                         "0 = the paper (off)")
+    p.add_argument("--colour-jitter", type=float, default=0.0,
+                   help="strength s of a random affine colour map drawn for every training frame "
+                        "(rgb' = (I + s G) rgb + s g / 2, G and g standard normal): makes the latent ignore colour "
+                        "(surprise at recoloured objects); 0 = the paper (off)")
     p.add_argument("--sigreg-proj", type=int, default=1024, help="SIGReg random projections")
     p.add_argument("--history", type=int, default=3, help="context frames per clip (clip length = history + --rollout-steps)")
     p.add_argument("--rollout-steps", type=int, default=1,
@@ -228,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (checkpoint written) after this many steps, keeping the learning-rate schedule of "
                         "--max-steps; --resume with a later or no --stop-after continues the same run")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights, config and action normalisation (a .safetensors "
+                        "path, a shipped name such as pusht, or a Hub id): fine-tuning; the optimiser, schedule and "
+                        "action heads start fresh; not with --preset / --config")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="autocast precision; auto = bf16 on CUDA, fp32 on CPU")
@@ -269,8 +303,8 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "sigreg_proj",
-            "history", "rollout_steps", "frameskip", "val_fraction", "seed")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "colour_jitter",
+            "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed", "init")
 
 
 def check_args(args) -> None:
@@ -284,7 +318,7 @@ def check_args(args) -> None:
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
                                       ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
                                       ("idm_weight", 0, None, False), ("bc_weight", 0, None, False),
-                                      ("val_fraction", 0, 0.99, False)):
+                                      ("colour_jitter", 0, None, False), ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
         except ValueError as e:
@@ -368,12 +402,30 @@ def _train(argv: list[str] | None, locks: list) -> dict:
             print("--resume: from the checkpoint: " + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r}"
                                                                for k in taken), flush=True)
 
+    init = None
+    if args.init:   # loaded on --resume too: its config and provenance describe the run
+        given = explicit_args(sys.argv[1:] if argv is None else argv)
+        if given & {"preset", "config"}:
+            raise SystemExit("--init takes the model's config from the checkpoint; drop --preset / --config")
+        from .checkpoint import CheckpointError, load_checkpoint
+        try:
+            init = load_checkpoint(args.init)
+        except (CheckpointError, FileNotFoundError, OSError) as e:
+            raise SystemExit(f"--init {args.init}: {e}") from None
+
     # proprio/state are not model inputs, but their statistics go into the checkpoint (probes, eval)
     train_set, val_set = make_datasets(args.data, num_steps=args.history + args.rollout_steps, frameskip=args.frameskip,
                                        val_fraction=args.val_fraction, seed=args.seed,
                                        columns=present_columns(args.data))
     env_action_dim = train_set.src.cache["action"].shape[1]
-    cfg = LeWMConfig.from_dict(state["config"]) if state else make_config(args, env_action_dim)
+    cfg = (LeWMConfig.from_dict(state["config"]) if state else init.config if init
+           else make_config(args, env_action_dim))
+    if args.history > cfg.num_frames:
+        raise SystemExit(f"--history {args.history} exceeds the predictor window num_frames={cfg.num_frames}")
+    init_env = (init.info.get("env") or {}).get("name") if init else None
+    if init_env and train_set.src.attrs.get("env") and init_env != train_set.src.attrs.get("env"):
+        raise SystemExit(f"--init {args.init} was trained on {init_env}; {args.data} holds "
+                         f"{train_set.src.attrs.get('env')} episodes")
     if cfg.env_action_dim != env_action_dim or cfg.frameskip != args.frameskip:
         raise SystemExit(f"checkpoint config (env_action_dim {cfg.env_action_dim}, frameskip {cfg.frameskip}) does not "
                          f"fit the data (action dim {env_action_dim}) / --frameskip {args.frameskip}")
@@ -394,6 +446,13 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     stop = total if args.stop_after is None else min(total, args.stop_after)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, args.warmup_frac))
     step, start_epoch = 0, 0
+    if init and not state:
+        model.load_state_dict(init.model.state_dict())
+        # the weights' action encoder expects the normalisation they were trained with
+        saved = {c: {k: v.numpy() for k, v in s.items()} for c, s in init.stats.items()}
+        train_set.stats = {**train_set.stats, **saved}
+        if val_set is not None:
+            val_set.stats = train_set.stats
     if state:
         model.load_state_dict(state["model"])
         for name, head in heads.items():
@@ -412,12 +471,14 @@ def _train(argv: list[str] | None, locks: list) -> dict:
         saved_rows = state.get("sigreg_bank") if state else None
         bank = SigregBank(args.sigreg_bank, None if saved_rows is None else saved_rows.to(device))
     loss_fn = LossModule(model, sigreg, args.sigreg_weight, args.history, args.target_grad, bank, heads,
-                         head_weights)
+                         head_weights, args.colour_jitter)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
     stats = train_set.stats
-    info = {"trained_by": "lewm_fast.train", "data": str(args.data), "preset": args.preset,
+    info = {"trained_by": "lewm_fast.train", "data": str(args.data),
+            "preset": init.info.get("preset", "unknown") if init else args.preset,
+            **({"init": {"checkpoint": str(args.init), "step": init.info.get("step")}} if init else {}),
             "clips": len(train_set), "world_size": world,
             "env": {"name": train_set.src.attrs.get("env"), "action_dim": env_action_dim,   # checked by eval & co.
                     "image_size": list(train_set.src.image_shape[:2])},

@@ -350,3 +350,83 @@ def test_action_heads_need_three_frame_clips(data, tmp_path):
     with pytest.raises(SystemExit, match="--idm-weight need clips of at least 3 frames"):
         train(["--data", str(data), "--out", str(tmp_path / "r"), *TINY, "--idm-weight", "1", "--history", "1",
                "--max-steps", "1"])
+
+
+def test_colour_jitter_maps_each_frame_by_its_own_affine_colour_map():
+    """--colour-jitter s: every frame's pixels go through one affine map of RGB (recovered here by least squares
+    from the unclipped pixels), and different frames through different maps; s = 0 leaves frames as they are."""
+    from lewm_fast.train import colour_jitter
+    g = torch.Generator().manual_seed(0)
+    # mid-range values so that few pixels clip
+    frames = torch.randint(90, 166, (2, 3, 3, 6, 6), generator=g, dtype=torch.uint8)
+    frames[0, 1] = frames[0, 0]                                   # two identical frames in one clip
+    out = colour_jitter(frames, 0.2, torch.Generator().manual_seed(1))
+    assert out.dtype == torch.uint8 and out.shape == frames.shape
+    maps = []
+    for b in range(2):
+        for t in range(3):
+            x = frames[b, t].reshape(3, -1).T.double() / 255
+            y = out[b, t].reshape(3, -1).T.double() / 255
+            keep = ((y > 0) & (y < 1)).all(1)
+            assert keep.sum() > 20
+            design = torch.cat([x[keep], torch.ones(int(keep.sum()), 1, dtype=torch.float64)], 1)
+            coef = torch.linalg.lstsq(design, y[keep]).solution
+            resid = (design @ coef - y[keep]).abs().max()
+            assert resid < 1.5 / 255, f"frame {b},{t} is not one affine colour map (residual {float(resid) * 255:.2f} levels)"
+            maps.append(coef)
+    assert (maps[0] - maps[1]).abs().max() > 0.05                 # identical frames got different maps
+    torch.testing.assert_close(colour_jitter(frames, 0.2, torch.Generator().manual_seed(1)), out)
+    assert torch.equal(colour_jitter(frames, 0.0), frames)
+
+
+def test_colour_jitter_trains_on_jittered_frames_and_validates_on_recorded_ones(data, tmp_path):
+    """LossModule applies the jitter before the paper's loss (same random draws -> the same loss as lewm_loss on
+    the jittered frames); validation (lewm_loss) sees the recorded frames; the flag is checked and kept on resume."""
+    from lewm_fast.model import LeWM, LeWMConfig
+    from lewm_fast.sigreg import SIGReg
+    from lewm_fast.train import LossModule, colour_jitter, lewm_loss
+    torch.manual_seed(0)
+    cfg = LeWMConfig(image_size=32, patch_size=8, embed_dim=32, enc_depth=1, enc_heads=2, enc_mlp_dim=64,
+                     proj_hidden_dim=64, pred_depth=1, pred_heads=2, pred_dim_head=8, pred_mlp_dim=64)
+    model, sigreg = LeWM(cfg).eval(), SIGReg(num_proj=16)
+    px = torch.randint(0, 256, (4, 4, 3, 32, 32), dtype=torch.uint8)
+    act = torch.randn(4, 4, cfg.action_dim)
+    got = LossModule(model, sigreg, 0.09, colour_jitter=0.3)(px, act, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    want = lewm_loss(model, colour_jitter(px, 0.3, gen), act, sigreg, 0.09, gen)
+    plain = lewm_loss(model, px, act, sigreg, 0.09, torch.Generator().manual_seed(5))
+    assert float(got["loss"]) == pytest.approx(float(want["loss"]), rel=1e-6)
+    assert abs(float(got["pred_loss"]) - float(plain["pred_loss"])) > 1e-4
+    with pytest.raises(SystemExit, match="--colour-jitter"):
+        train(["--data", str(data), "--out", str(tmp_path / "bad"), *TINY, "--colour-jitter", "-0.1", "--max-steps", "1"])
+    out = tmp_path / "run"
+    train(["--data", str(data), "--out", str(out), *TINY, "--colour-jitter", "0.3", "--max-steps", "4", "--stop-after", "2"])
+    with pytest.raises(SystemExit, match="--colour-jitter 0.0 differs"):
+        train(["--data", str(data), "--out", str(out), *TINY, "--colour-jitter", "0", "--max-steps", "4", "--resume"])
+    train(["--data", str(data), "--out", str(out), *TINY, "--max-steps", "4", "--resume"])
+    assert torch.load(out / "last.pt", weights_only=False)["args"]["colour_jitter"] == 0.3
+
+
+def test_init_starts_from_a_checkpoints_weights_config_and_normalisation(data, tmp_path):
+    """--init CKPT: the run starts from CKPT's weights (a 1e-12 learning rate leaves them as they were), takes
+    its config (another preset's layer sizes) and action normalisation, records where it came from, and refuses
+    --preset / --config and unreadable checkpoints."""
+    base = [*TINY[2:], "--epochs", "1"]                       # TINY without --preset
+    train(["--data", str(data), "--out", str(tmp_path / "a"), *TINY, "--max-steps", "3", "--epochs", "1"])
+    a = load_checkpoint(tmp_path / "a" / "model.safetensors")
+    train(["--data", str(data), "--out", str(tmp_path / "b"), *base, "--init", str(tmp_path / "a" / "model.safetensors"),
+           "--max-steps", "2", "--lr", "1e-12", "--weight-decay", "0"])
+    b = load_checkpoint(tmp_path / "b" / "model.safetensors")
+    assert b.config == a.config
+    got = dict(b.model.named_parameters())      # (BatchNorm's running statistics move with any training step)
+    for k, v in a.model.named_parameters():
+        torch.testing.assert_close(got[k], v, atol=1e-6, rtol=0, msg=k)
+    for col, s in a.stats.items():
+        for k, v in s.items():
+            torch.testing.assert_close(b.stats[col][k], v)
+    assert b.info["init"] == {"checkpoint": str(tmp_path / "a" / "model.safetensors"), "step": 3}
+    assert b.info["preset"] == "tiny"
+    with pytest.raises(SystemExit, match="drop --preset"):
+        train(["--data", str(data), "--out", str(tmp_path / "c"), *TINY, "--init", str(tmp_path / "a" / "model.safetensors")])
+    with pytest.raises(SystemExit, match="--init"):
+        train(["--data", str(data), "--out", str(tmp_path / "d"), *base, "--init", str(tmp_path / "missing.safetensors")])
