@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import sys
 import tempfile
 import time
@@ -55,7 +56,7 @@ def synthetic_inputs(env: str, workdir: Path, episodes: int = 4, steps: int = 80
     model, _ = build_model(env, None, "cpu")
     ckpt = workdir / f"{env}-random.safetensors"
     save_checkpoint(ckpt, model, stats={"action": {"mean": act.mean(0), "std": act.std(0) + 1e-6}},
-                    info={"note": "random weights, bench.eval synthetic"})
+                    info={"note": "random weights, bench.eval synthetic", "env": {"name": env}})
     return str(ckpt), str(data)
 
 
@@ -118,6 +119,38 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
             "success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n}
 
 
+VARIANT_BACKENDS = {"eager": ("eager", False), "compile": ("eager", True), "triton": ("triton", False),
+                    "graph": ("graph", False), "auto": ("auto", False)}
+
+
+def parse_variants(text: str) -> list[tuple[str, str, str, bool]]:
+    """'eager:bf16,compile:bf16' -> [(name, backend, precision, compile)]; 'compile' is the eager predictor
+    step through torch.compile (Planner(compile=True))."""
+    from lewm_fast.planning import PRECISIONS
+
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        kind, _, prec = item.partition(":")
+        if kind not in VARIANT_BACKENDS or prec not in PRECISIONS:
+            raise ValueError(f"variant {item!r}: want BACKEND:PRECISION with BACKEND in {sorted(VARIANT_BACKENDS)} "
+                             f"and PRECISION in {list(PRECISIONS)}")
+        backend, compiled = VARIANT_BACKENDS[kind]
+        out.append((f"{kind}:{prec}", backend, prec, compiled))
+    if not out:
+        raise ValueError("--variants names no variant")
+    if len({v[0] for v in out}) != len(out):
+        raise ValueError(f"--variants repeats a variant: {text!r}")
+    return out
+
+
+def stage_split(run: dict) -> dict:
+    """Seconds per stage of one lewm_fast evaluation, and what is left (Python, buffers, plan bookkeeping)."""
+    stages = dict(run["stage_time_s"])
+    stages["other"] = run["wall_time_s"] - sum(stages.values())
+    stages["fraction"] = {k: v / run["wall_time_s"] for k, v in stages.items() if k != "fraction"}
+    return stages
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="pusht")
@@ -131,74 +164,136 @@ def main(argv=None):
     ap.add_argument("--device")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--variants", help="lewm_fast pipelines timed one after another in this run, e.g. "
+                                       "'eager:bf16,compile:bf16' (BACKEND:PRECISION; BACKEND eager, compile = eager "
+                                       "through torch.compile, triton, graph, auto); default: --backend:--precision")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared, busy machine)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--reference-port", action="store_true", help="use the port even if the package imports")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the loops an earlier run of the same settings already wrote to --out (the report is "
+                         "written after each loop), time only the missing ones")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     from lewm_fast.checkpoint import load_checkpoint
     from lewm_fast.data import EpisodeDataset
     from lewm_fast.eval import evaluate, sample_pairs
 
+    try:
+        variants = parse_variants(args.variants or f"{args.backend}:{args.precision}")
+    except ValueError as e:
+        ap.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     num_eval = args.num_eval or (4 if device.type == "cpu" else 50)
     iterations = args.iterations or (30 if args.env == "pusht" else 10)
-    tmp = None
+    out = Path(args.out) if args.out else REPORTS / f"eval-{args.env}-{device_tag()}.json"
+    protocol = {"num_eval": num_eval, "goal_offset": args.goal_offset, "budget": args.budget,
+                "receding_horizon": 5, "num_samples": args.num_samples, "iterations": iterations, "seed": args.seed}
+    previous = None
+    if args.resume and out.exists():
+        previous = json.loads(out.read_text())
+        if previous.get("protocol") != protocol or previous.get("threads") != torch.get_num_threads():
+            ap.error(f"--resume: {out} was written with other settings (protocol {previous.get('protocol')}, "
+                     f"threads {previous.get('threads')}); remove it or drop --resume")
     ckpt_path, data_path = args.checkpoint, args.dataset
     inputs = "given"
+    if previous is not None and not (ckpt_path and data_path):
+        ckpt_path, data_path = previous["checkpoint"], previous["dataset"]   # the same synthetic inputs
+        if not (Path(ckpt_path).exists() and Path(data_path).exists()):
+            ap.error(f"--resume: the earlier run's inputs {ckpt_path}, {data_path} are gone")
+        inputs = previous["inputs"]
     if not (ckpt_path and data_path):
-        tmp = tempfile.TemporaryDirectory(prefix="bench-eval-")
-        log(f"no --checkpoint/--dataset: collecting a small {args.env} dataset and a random checkpoint in {tmp.name}")
-        c, d = synthetic_inputs(args.env, Path(tmp.name))
+        # a fixed folder named after the report (not a fresh temp dir), so --resume finds the same inputs
+        work = Path(tempfile.gettempdir()) / f"bench-eval-{out.stem}-inputs"
+        work.mkdir(parents=True, exist_ok=True)
+        log(f"no --checkpoint/--dataset: collecting a small {args.env} dataset and a random checkpoint in {work}")
+        c, d = synthetic_inputs(args.env, work, episodes=max(4, num_eval // 5))
         ckpt_path, data_path = ckpt_path or c, data_path or d
         inputs = "synthetic (collected episodes; random weights unless --checkpoint)"
     ds = EpisodeDataset(data_path, columns=("state",))
     starts, goals = sample_pairs(ds.ep_len, ds.ep_offset, num_eval, args.goal_offset, args.seed)
-    report = {"environment": environment(), "env": args.env, "device": str(device), "inputs": inputs,
-              "checkpoint": ckpt_path, "dataset": data_path,
-              "protocol": {"num_eval": num_eval, "goal_offset": args.goal_offset, "budget": args.budget,
-                           "receding_horizon": 5, "num_samples": args.num_samples, "iterations": iterations,
-                           "seed": args.seed},
-              "start_rows": starts.tolist(), "goal_rows": goals.tolist()}
-    log(f"lewm_fast.eval: {num_eval} episodes, {args.num_samples} x {iterations} CEM ...")
-    t = time.perf_counter()
-    ours = evaluate(args.env, data_path, ckpt_path, "cem", (args.seed,), num_eval, args.goal_offset, args.budget,
-                    5, str(device), args.backend, args.precision,
-                    {"num_samples": args.num_samples, "iterations": iterations})
-    total = time.perf_counter() - t
-    run = ours["runs"][str(args.seed)]
-    assert run["start_rows"] == starts.tolist(), "lewm_fast.eval drew other start rows"
-    report["lewm_fast"] = {"planner": ours["planner"], "wall_time_s": run["wall_time_s"], "with_setup_s": total,
-                           "solve_calls": run["solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
-                           "env_time_s": run["env_time_s"], "success_rate": run["success_rate"]}
-    log(f"lewm_fast: {run['wall_time_s']:.1f} s, success {run['success_rate']:.2f}")
-    if not args.skip_reference:
-        log(f"reference-style loop: {num_eval} episodes, one env at a time ...")
+    report = {"environment": environment(), "env": args.env, "device": str(device), "threads": torch.get_num_threads(),
+              "inputs": inputs, "checkpoint": ckpt_path, "dataset": data_path, "protocol": protocol,
+              "start_rows": starts.tolist(), "goal_rows": goals.tolist(), "variants": {}}
+    if previous is not None:
+        if previous["start_rows"] != report["start_rows"]:
+            ap.error(f"--resume: {out} used other start rows")
+        report["variants"] = previous.get("variants", {})
+        if "reference_style" in previous:
+            report["reference_style"] = previous["reference_style"]
+        report["resumed_from"] = previous["environment"]
+
+    def finish():   # speed-ups of every timed loop, written after each so a crash loses nothing
+        ref = report.get("reference_style")
+        for v in report["variants"].values():
+            if ref:
+                v["speedup_vs_reference"] = ref["wall_time_s"] / v["wall_time_s"]
+        if report["variants"]:
+            best = min(report["variants"], key=lambda k: report["variants"][k]["wall_time_s"])
+            report["lewm_fast"] = {"variant": best, **report["variants"][best]}
+            if ref:
+                report["speedup"] = ref["wall_time_s"] / report["lewm_fast"]["wall_time_s"]
+        write_report(out, report)
+
+    for name, backend, precision, compiled in variants:
+        if name in report["variants"]:
+            log(f"{name}: kept from {out}")
+            continue
+        log(f"lewm_fast.eval [{name}]: {num_eval} episodes, {args.num_samples} x {iterations} CEM ...")
+        t = time.perf_counter()
+        ours = evaluate(args.env, data_path, ckpt_path, "cem", (args.seed,), num_eval, args.goal_offset, args.budget,
+                        5, str(device), backend, precision,
+                        {"num_samples": args.num_samples, "iterations": iterations,
+                         **({"compile": True} if compiled else {})})
+        total = time.perf_counter() - t
+        run = ours["runs"][str(args.seed)]
+        assert run["start_rows"] == starts.tolist(), "lewm_fast.eval drew other start rows"
+        report["variants"][name] = {
+            "planner": ours["planner"], "wall_time_s": run["wall_time_s"], "with_setup_s": total,
+            "solve_calls": run["solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
+            "solve_latency_s": run["solve_latency_s"], "env_time_s": run["env_time_s"],
+            "stage_time_s": stage_split(run), "success_rate": run["success_rate"]}
+        finish()
+        log(f"lewm_fast [{name}]: {run['wall_time_s']:.1f} s, success {run['success_rate']:.2f}")
+    if not args.skip_reference and "reference_style" not in report:
+        log(f"reference-style loop: {num_eval} episodes ...")
         ckpt = load_checkpoint(ckpt_path)
         with contextlib.redirect_stdout(io.StringIO()):
             ref = reference_style_eval(args.env, ckpt, ds, starts, goals, device, args.num_samples, iterations,
                                        args.budget, 5, args.seed, args.reference_port)
         report["reference_style"] = ref
-        report["speedup"] = ref["wall_time_s"] / run["wall_time_s"]
+        finish()
         log(f"reference-style: {ref['wall_time_s']:.1f} s, success {ref['success_rate']:.2f}")
-    out = Path(args.out) if args.out else REPORTS / f"eval-{args.env}-{device_tag()}.json"
-    write_report(out, report)
-    lines = [f"### Evaluation wall time, {args.env}, {num_eval} episodes: {report['environment']['device_name']}",
-             "", "| loop | wall s | solve calls | solve s | success |", "|---|---|---|---|---|",
-             f"| lewm_fast.eval ({ours['planner']['backend']}, {args.precision}) | {run['wall_time_s']:.1f} | "
-             f"{run['solves']} | {report['lewm_fast']['solve_time_s']:.1f} | {run['success_rate']:.2f} |"]
+    finish()
+    log(f"wrote {out}")
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """The report as a table: one row per loop, then each lewm_fast loop's stage split."""
+    p = report["protocol"]
+    lines = [f"### Evaluation wall time, {report['env']}, {p['num_eval']} episodes, CEM {p['num_samples']} x "
+             f"{p['iterations']}: {report['environment']['device_name']} ({report['threads']} thread(s))", "",
+             "| loop | wall s | solve calls | solve s | success | speed-up vs reference |", "|---|---|---|---|---|---|"]
+    for name, v in report["variants"].items():
+        sp = v.get("speedup_vs_reference")
+        lines.append(f"| lewm_fast.eval ({name}) | {v['wall_time_s']:.1f} | {v['solve_calls']} | "
+                     f"{v['solve_time_s']:.1f} | {v['success_rate']:.2f} | {'-' if sp is None else f'{sp:.2f}x'} |")
     if "reference_style" in report:
         r = report["reference_style"]
         lines.append(f"| reference-style ({r['implementation'].split(' (')[0]}) | {r['wall_time_s']:.1f} | "
-                     f"{r['solve_calls']} | {r['solve_time_s']:.1f} | {r['success_rate']:.2f} |")
-        lines += ["", f"speed-up {report['speedup']:.2f}x"]
-    log(f"wrote {out}")
-    print("\n".join(lines))
-    if tmp is not None:
-        tmp.cleanup()
+                     f"{r['solve_calls']} | {r['solve_time_s']:.1f} | {r['success_rate']:.2f} | 1.00x |")
+    stages = ("render", "encode", "search", "step", "other")
+    lines += ["", "| lewm_fast loop | " + " | ".join(f"{s} s (%)" for s in stages) + " |",
+              "|---|" + "---|" * len(stages)]
+    for name, v in report["variants"].items():
+        st = v["stage_time_s"]
+        lines.append(f"| {name} | " + " | ".join(f"{st[s]:.1f} ({100 * st['fraction'][s]:.1f}%)" for s in stages)
+                     + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,9 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     buffers = [[] for _ in range(n)]
     rng = np.random.default_rng(seed)
     solve_latency, env_time, solves = [], 0.0, 0
+    # where the wall time goes: rendering the envs that replan (+ resizing), encoding their frames and goals,
+    # the CEM search, stepping the envs
+    render_time = encode_time = search_time = 0.0
     t_start = time.perf_counter()
     clips, clip_success = [], []
 
@@ -184,10 +187,13 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
             else:
                 t0 = time.perf_counter()
                 frames = fit_frames(np.stack([envs[i].render() for i in need]), planner.cfg.image_size)
-                env_time += time.perf_counter() - t0
+                render_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 # env_ids: env i keeps drawing from its own noise stream as other envs finish (batch invariance)
-                actions = planner.plan(frames, goal_px[need], env_ids=need).actions.numpy().astype(np.float64)
+                result = planner.plan(frames, goal_px[need], env_ids=need)
+                actions = result.actions.numpy().astype(np.float64)
+                encode_time += result.timing["encode_s"]
+                search_time += result.timing["solve_s"]
                 frameskip = planner.cfg.frameskip
             solve_latency.append(time.perf_counter() - t0)
             solves += 1
@@ -223,7 +229,9 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
            "first_success_step": first_success.tolist(), "solves": solves,
            "solve_latency_s": solve_latency,
            "mean_solve_latency_s": float(np.mean(solve_latency)) if solve_latency else None,
-           "env_time_s": env_time, "wall_time_s": time.perf_counter() - t_start}
+           "env_time_s": env_time + render_time,
+           "stage_time_s": {"render": render_time, "encode": encode_time, "search": search_time, "step": env_time},
+           "wall_time_s": time.perf_counter() - t_start}
     out.update({k: pairs[k] for k in ("start_rows", "goal_rows") if k in pairs})
     return out
 
