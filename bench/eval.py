@@ -13,7 +13,10 @@ the same lewm_fast environments, so only the pipeline differs:
 - lewm_fast: `lewm_fast.eval.evaluate` (all replanning envs in one batched planner call).
 Timed: the whole loop (env stepping, rendering, preprocessing, encoding, planning), not loading.
 On CPU the default is 4 episodes (a full reference evaluation is ~100 solves of ~10 s); say
---num-eval 50 for the full protocol. Writes bench/reports/eval-<env>-<device>.json and prints a table.
+--num-eval 50 for the full protocol. --variants times several lewm_fast pipelines in the same run (e.g.
+'eager:bf16,compile:bf16'), each with the split of its wall time (render, encode, search, step, other).
+Writes bench/reports/eval-<env>-<device>.json (after every loop, so --resume can finish an interrupted run)
+and .md beside it, and prints the table.
 """
 from __future__ import annotations
 
@@ -268,8 +271,11 @@ def main(argv=None):
         finish()
         log(f"reference-style: {ref['wall_time_s']:.1f} s, success {ref['success_rate']:.2f}")
     finish()
-    log(f"wrote {out}")
-    print(markdown(report))
+    table = markdown(report)
+    from lewm_fast.checkpoint import atomic_write
+    atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(table + "\n"))
+    log(f"wrote {out} and {out.with_suffix('.md').name}")
+    print(table)
 
 
 def markdown(report: dict) -> str:
