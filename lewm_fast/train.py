@@ -69,7 +69,9 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     embeddings k-1, k, k+1 (the earlier frame gives the velocity the action changed), so the latent must hold
     what the action moves (the agent, each joint); "bc" (behaviour cloning) reads k-1 and k only, so the latent
     must hold what the data's policy acts on (PushT's expert: the block's whole pose). Next-embedding prediction
-    alone demands neither.
+    alone demands neither. "recon" (a FrameDecoder) reads each frame's embedding and is scored by the MSE of
+    its picture against the frame itself as the encoder sees it (normalised), area-averaged to the decoder's
+    size: the latent must hold what the frame shows, the pose of every object included.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -94,12 +96,16 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     if bank is not None:
         bank.push(emb.detach().flatten(0, 1))
     terms = {"loss": pred_loss + sigreg_weight * sig, "pred_loss": pred_loss, "sigreg": sig}
-    if heads and T < 3:
-        raise ValueError(f"the action-head terms {sorted(heads)} need clips of at least 3 frames, got {T}")
+    action_heads = sorted(set(heads or {}) & set(ACTION_HEAD_FRAMES))
+    if action_heads and T < 3:
+        raise ValueError(f"the action-head terms {action_heads} need clips of at least 3 frames, got {T}")
     for name, (head, weight) in (heads or {}).items():
-        # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
-        inputs = (emb[:, :-2], emb[:, 1:-1], emb[:, 2:])[:ACTION_HEAD_FRAMES[name]]
-        head_loss = F.mse_loss(head(*inputs).float(), actions[:, 1:-1].float())
+        if name == "recon":
+            head_loss = F.mse_loss(head(emb).float(), recon_target(model.normalize_pixels(pixels), head.size))
+        else:
+            # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
+            inputs = (emb[:, :-2], emb[:, 1:-1], emb[:, 2:])[:ACTION_HEAD_FRAMES[name]]
+            head_loss = F.mse_loss(head(*inputs).float(), actions[:, 1:-1].float())
         terms["loss"] = terms["loss"] + weight * head_loss
         terms[f"{name}_loss"] = head_loss
     return terms
@@ -120,6 +126,7 @@ class SigregBank:
 
 # training-only action heads (--idm-weight, --bc-weight): how many embeddings from k-1 on each reads for block k
 ACTION_HEAD_FRAMES = {"idm": 3, "bc": 2}
+TRAINING_HEADS = (*ACTION_HEAD_FRAMES, "recon")   # every training-only head, each with its --NAME-weight
 
 
 class ActionHead(torch.nn.Module):
@@ -132,6 +139,36 @@ class ActionHead(torch.nn.Module):
 
     def forward(self, *z: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat(z, dim=-1))
+
+
+class FrameDecoder(torch.nn.Module):
+    """Training-only decoder (--recon-weight): one frame embedding (D) -> the frame at size x size, in the
+    encoder's normalised pixel units. A linear map to a (size/8)^2 grid of 64 channels, then three stride-2 transposed
+    convolutions (64 -> 32 -> 16 -> 3 channels); about 10 M multiply-adds per 48 px frame, a fifth of the
+    pusht-cpu encoder's."""
+
+    def __init__(self, dim: int, size: int = 48):
+        super().__init__()
+        if size < 8 or size % 8:
+            raise ValueError(f"the decoder's size must be a positive multiple of 8, got {size}")
+        self.size, self.base = size, size // 8
+        self.fc = torch.nn.Linear(dim, 64 * self.base * self.base)
+        up = dict(kernel_size=4, stride=2, padding=1)
+        self.net = torch.nn.Sequential(torch.nn.GELU(), torch.nn.ConvTranspose2d(64, 32, **up), torch.nn.GELU(),
+                                       torch.nn.ConvTranspose2d(32, 16, **up), torch.nn.GELU(),
+                                       torch.nn.ConvTranspose2d(16, 3, **up))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        x = self.fc(z.reshape(-1, z.shape[-1])).view(-1, 64, self.base, self.base)
+        return self.net(x).view(*lead, 3, self.size, self.size)
+
+
+def recon_target(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """float (..., 3, h, w) -> float32 (..., 3, size, size): each output pixel the mean of the input pixels it
+    covers (adaptive average pooling; exact block means when size divides h and w)."""
+    lead, chw = pixels.shape[:-3], pixels.shape[-3:]
+    return F.adaptive_avg_pool2d(pixels.reshape(-1, *chw).float(), size).view(*lead, chw[0], size, size)
 
 
 def colour_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -238,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of a behaviour-cloning loss (a training-only head estimates each action block from "
                         "embeddings k-1 and k: what the data's policy acts on; not saved in model.safetensors); "
                         "0 = the paper (off)")
+    p.add_argument("--recon-weight", type=float, default=0.0,
+                   help="weight of a frame-reconstruction loss (a training-only decoder redraws each frame at "
+                        "--recon-size px from its embedding; not saved in model.safetensors): the latent must hold "
+                        "what the frame shows, object orientation included; 0 = the paper (off)")
+    p.add_argument("--recon-size", type=int, default=48,
+                   help="side of the reconstructed frame in px (a multiple of 8; the target is the frame "
+                        "area-averaged to this size)")
     p.add_argument("--colour-jitter", type=float, default=0.0,
                    help="strength s of a random affine colour map drawn for every training frame "
                         "(rgb' = (I + s G) rgb + s g / 2, G and g standard normal): makes the latent ignore colour "
@@ -289,7 +333,7 @@ def make_config(args, env_action_dim: int) -> LeWMConfig:
 def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg: LeWMConfig, stats, args,
                       bank: SigregBank | None = None, heads: dict | None = None) -> None:
     state = {
-        **{name: (heads[name].state_dict() if heads and name in heads else None) for name in ACTION_HEAD_FRAMES},
+        **{name: (heads[name].state_dict() if heads and name in heads else None) for name in TRAINING_HEADS},
         "sigreg_bank": None if bank is None else bank.rows.cpu(),
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "epoch": epoch, "config": cfg.to_dict(),
@@ -303,8 +347,9 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
-            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "colour_jitter",
-            "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction", "seed", "init")
+            "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "recon_weight",
+            "recon_size", "colour_jitter", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction",
+            "seed", "init")
 
 
 def check_args(args) -> None:
@@ -318,11 +363,14 @@ def check_args(args) -> None:
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
                                       ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
                                       ("idm_weight", 0, None, False), ("bc_weight", 0, None, False),
+                                      ("recon_weight", 0, None, False),
                                       ("colour_jitter", 0, None, False), ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
         except ValueError as e:
             raise SystemExit(str(e)) from None
+    if args.recon_size < 8 or args.recon_size % 8:
+        raise SystemExit(f"--recon-size must be a positive multiple of 8, got {args.recon_size}")
     heads = [f"--{name}-weight" for name in ACTION_HEAD_FRAMES if getattr(args, f"{name}_weight")]
     if heads and args.history + args.rollout_steps < 3:
         raise SystemExit(f"{', '.join(heads)} need clips of at least 3 frames (--history + --rollout-steps), "
@@ -433,9 +481,10 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     torch.manual_seed(args.seed)
     model = LeWM(cfg).to(device)
     sigreg = SIGReg(num_proj=args.sigreg_proj).to(device)
-    head_weights = {name: getattr(args, f"{name}_weight") for name in ACTION_HEAD_FRAMES
+    head_weights = {name: getattr(args, f"{name}_weight") for name in TRAINING_HEADS
                     if getattr(args, f"{name}_weight")}
-    heads = {name: ActionHead(cfg.embed_dim, cfg.action_dim, ACTION_HEAD_FRAMES[name]).to(device)
+    heads = {name: (FrameDecoder(cfg.embed_dim, args.recon_size) if name == "recon" else
+                    ActionHead(cfg.embed_dim, cfg.action_dim, ACTION_HEAD_FRAMES[name])).to(device)
              for name in head_weights}
     params = list(model.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)

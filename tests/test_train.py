@@ -334,6 +334,56 @@ def test_inverse_dynamics_head_resumes_and_stays_out_of_the_checkpoint(data, tmp
     load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
 
 
+def test_reconstruction_term_is_the_decoders_pixel_error():
+    """--recon-weight w: loss = the paper's loss + w * MSE(decoder(z_k), frame k as the encoder sees it,
+    block-averaged to the decoder's size), over every frame of the clip; checked against a loop by hand."""
+    from lewm_fast.model import LeWM, LeWMConfig
+    from lewm_fast.sigreg import SIGReg
+    from lewm_fast.train import FrameDecoder, lewm_loss
+    torch.manual_seed(0)
+    cfg = LeWMConfig.tiny(num_frames=3)
+    model = LeWM(cfg).eval()
+    dec = FrameDecoder(cfg.embed_dim, size=16)
+    px = torch.randint(0, 256, (2, 3, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+    act = torch.randn(2, 3, cfg.action_dim)
+    with torch.no_grad():
+        base = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1))
+        got = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1),
+                        heads={"recon": (dec, 3.0)})
+        emb = model.encode(px)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        cell = cfg.image_size // 16
+        errs = []
+        for b in range(2):
+            for t in range(3):
+                frame = (px[b, t].float() / 255 - mean[:, None, None]) / std[:, None, None]
+                target = frame.reshape(3, 16, cell, 16, cell).mean(dim=(2, 4))   # block means by hand
+                errs.append(((dec(emb[b, t][None])[0] - target) ** 2).mean())
+        want = torch.stack(errs).mean()
+    assert dec(emb).shape == (2, 3, 3, 16, 16)
+    assert float(got["recon_loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(got["loss"]) == pytest.approx(float(base["loss"]) + 3.0 * float(want), rel=1e-5)
+
+
+def test_reconstruction_decoder_resumes_stays_out_of_the_checkpoint_and_checks_its_size(data, tmp_path):
+    args = [*TINY, "--recon-weight", "2", "--recon-size", "16", "--history", "1", "--max-steps", "6", "--epochs", "1"]
+    train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
+    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
+    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
+    full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
+    assert full["recon"] is not None and full["idm"] is None
+    for part in ("recon", "model"):
+        for k, v in full[part].items():
+            torch.testing.assert_close(broken[part][k], v, msg=f"{part}.{k}")
+    rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all("recon_loss" in r for r in rows if "loss" in r)
+    load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no decoder weights in the model file
+    with pytest.raises(SystemExit, match="--recon-size must be a positive multiple of 8"):
+        train(["--data", str(data), "--out", str(tmp_path / "bad"), *TINY, "--recon-weight", "1", "--recon-size", "20"])
+    with pytest.raises(SystemExit, match="--recon-size 24 differs from the checkpoint's 16"):
+        train(["--data", str(data), "--out", str(tmp_path / "full"), *args[:-6], "--recon-size", "24", "--resume"])
+
+
 def test_resume_compares_flags_a_checkpoint_predates_with_their_defaults():
     """An argument missing from an older checkpoint's args means its run used the flag's default: giving another
     value is refused like any changed run argument; leaving it alone resumes with the default."""
