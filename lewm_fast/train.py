@@ -53,7 +53,8 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
               sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
               history: int | None = None, target_grad: float = 1.0,
               bank: "SigregBank | None" = None,
-              heads: "dict[str, tuple[ActionHead, float]] | None" = None) -> dict[str, torch.Tensor]:
+              heads: "dict[str, tuple[ActionHead, float]] | None" = None,
+              state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
     <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
 
@@ -71,7 +72,9 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     must hold what the data's policy acts on (PushT's expert: the block's whole pose). Next-embedding prediction
     alone demands neither. "recon" (a FrameDecoder) reads each frame's embedding and is scored by the MSE of
     its picture against the frame itself as the encoder sees it (normalised), area-averaged to the decoder's
-    size: the latent must hold what the frame shows, the pose of every object included.
+    size: the latent must hold what the frame shows, the pose of every object included. "state" (a Linear
+    map, privileged: the simulator's state is not a pixel) is scored by the MSE against `state`, (B, T, Q)
+    standardised state targets of each frame (StateTargets): the latent must hold the state linearly.
 
     history H (default T-1): clips longer than H+1 frames add multi-step targets: after the teacher-forced
     window over frames 0..H-1, the predictor rolls out autoregressively as the planner does (sliding windows of
@@ -102,6 +105,10 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
     for name, (head, weight) in (heads or {}).items():
         if name == "recon":
             head_loss = F.mse_loss(head(emb).float(), recon_target(model.normalize_pixels(pixels), head.size))
+        elif name == "state":
+            if state is None:
+                raise ValueError("the state head needs the clips' state targets (state=)")
+            head_loss = F.mse_loss(head(emb).float(), state.float())
         else:
             # action k moves frame k to frame k+1 (the dataset's zero-filled last action is never a target here)
             inputs = (emb[:, :-2], emb[:, 1:-1], emb[:, 2:])[:ACTION_HEAD_FRAMES[name]]
@@ -126,7 +133,7 @@ class SigregBank:
 
 # training-only action heads (--idm-weight, --bc-weight): how many embeddings from k-1 on each reads for block k
 ACTION_HEAD_FRAMES = {"idm": 3, "bc": 2}
-TRAINING_HEADS = (*ACTION_HEAD_FRAMES, "recon")   # every training-only head, each with its --NAME-weight
+TRAINING_HEADS = (*ACTION_HEAD_FRAMES, "recon", "state")   # every training-only head, each with its --NAME-weight
 
 
 class ActionHead(torch.nn.Module):
@@ -162,6 +169,24 @@ class FrameDecoder(torch.nn.Module):
         lead = z.shape[:-1]
         x = self.fc(z.reshape(-1, z.shape[-1])).view(-1, 64, self.base, self.base)
         return self.net(x).view(*lead, 3, self.size, self.size)
+
+
+class StateTargets:
+    """--state-weight: each frame's state as lewm_fast.probe's targets for the env (positions as they are,
+    angles as sin and cos), standardised with statistics of the training clips' first frames. Built from the
+    batches' z-scored `state` column (un-z-scored with the dataset's own statistics first)."""
+
+    def __init__(self, env: str, state_stats: dict, train_states: np.ndarray):
+        from .probe import state_targets
+        self.env, self._targets = env, state_targets
+        self.z_mean, self.z_std = (np.asarray(state_stats[k], np.float64) for k in ("mean", "std"))
+        self.names, y = state_targets(env, train_states)
+        self.mean, self.std = y.mean(0), y.std(0) + 1e-8
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        raw = z.detach().cpu().double().numpy() * self.z_std + self.z_mean
+        _, y = self._targets(self.env, raw.reshape(-1, raw.shape[-1]))
+        return torch.from_numpy(((y - self.mean) / self.std).astype(np.float32)).view(*z.shape[:-1], -1)
 
 
 def recon_target(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -207,12 +232,12 @@ class LossModule(torch.nn.Module):
         self.head_weights = dict(head_weights or {})
         self.colour_jitter = colour_jitter
 
-    def forward(self, pixels, actions, generator=None):
+    def forward(self, pixels, actions, generator=None, state=None):
         if self.colour_jitter:
             pixels = colour_jitter(pixels, self.colour_jitter, generator)
         return lewm_loss(self.model, pixels, actions, self.sigreg, self.sigreg_weight, generator, self.history,
                          self.target_grad, self.bank,
-                         {k: (h, self.head_weights[k]) for k, h in self.heads.items()})
+                         {k: (h, self.head_weights[k]) for k, h in self.heads.items()}, state)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float):
@@ -282,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recon-size", type=int, default=48,
                    help="side of the reconstructed frame in px (a multiple of 8; the target is the frame "
                         "area-averaged to this size)")
+    p.add_argument("--state-weight", type=float, default=0.0,
+                   help="weight of a state-supervision loss (PRIVILEGED: a training-only linear head estimates each "
+                        "frame's simulator state, angles as sin/cos, from its embedding; needs a `state` column; not "
+                        "saved in model.safetensors; planning still sees pixels only); 0 = the paper (off)")
     p.add_argument("--colour-jitter", type=float, default=0.0,
                    help="strength s of a random affine colour map drawn for every training frame "
                         "(rgb' = (I + s G) rgb + s g / 2, G and g standard normal): makes the latent ignore colour "
@@ -348,7 +377,7 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
             "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "recon_weight",
-            "recon_size", "colour_jitter", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction",
+            "recon_size", "state_weight", "colour_jitter", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction",
             "seed", "init")
 
 
@@ -363,7 +392,7 @@ def check_args(args) -> None:
                                       ("warmup_frac", 0, 1, False), ("grad_clip", 0, None, True),
                                       ("sigreg_weight", 0, None, False), ("target_grad", 0, 1, False),
                                       ("idm_weight", 0, None, False), ("bc_weight", 0, None, False),
-                                      ("recon_weight", 0, None, False),
+                                      ("recon_weight", 0, None, False), ("state_weight", 0, None, False),
                                       ("colour_jitter", 0, None, False), ("val_fraction", 0, 0.99, False)):
         try:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
@@ -483,9 +512,20 @@ def _train(argv: list[str] | None, locks: list) -> dict:
     sigreg = SIGReg(num_proj=args.sigreg_proj).to(device)
     head_weights = {name: getattr(args, f"{name}_weight") for name in TRAINING_HEADS
                     if getattr(args, f"{name}_weight")}
-    heads = {name: (FrameDecoder(cfg.embed_dim, args.recon_size) if name == "recon" else
-                    ActionHead(cfg.embed_dim, cfg.action_dim, ACTION_HEAD_FRAMES[name])).to(device)
-             for name in head_weights}
+    state_targets = None
+    if args.state_weight:
+        if "state" not in train_set.columns:
+            raise SystemExit(f"--state-weight needs a `state` column; {args.data} has none")
+        state_targets = StateTargets(train_set.src.attrs.get("env") or "", train_set.stats["state"],
+                                     train_set.src.cache["state"][train_set.starts])
+
+    def make_head(name: str) -> torch.nn.Module:
+        if name == "recon":
+            return FrameDecoder(cfg.embed_dim, args.recon_size)
+        if name == "state":
+            return torch.nn.Linear(cfg.embed_dim, len(state_targets.names))
+        return ActionHead(cfg.embed_dim, cfg.action_dim, ACTION_HEAD_FRAMES[name])
+    heads = {name: make_head(name).to(device) for name in head_weights}
     params = list(model.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_set) // (args.batch_size * world)
@@ -572,8 +612,9 @@ def _train(argv: list[str] | None, locks: list) -> dict:
         for batch in bar:
             px = batch["pixels"].to(device, non_blocking=True)
             act = batch["action"].to(device, non_blocking=True)
+            state = None if state_targets is None else state_targets(batch["state"]).to(device, non_blocking=True)
             with torch.autocast(**amp):
-                terms = loss_fn(px, act)
+                terms = loss_fn(px, act, state=state)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip)

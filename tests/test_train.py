@@ -384,6 +384,64 @@ def test_reconstruction_decoder_resumes_stays_out_of_the_checkpoint_and_checks_i
         train(["--data", str(data), "--out", str(tmp_path / "full"), *args[:-6], "--recon-size", "24", "--resume"])
 
 
+def test_state_targets_are_the_probes_targets_standardised():
+    """StateTargets: z-scored dataset state -> lewm_fast.probe's targets (PushT: agent/block x, y and the block
+    angle as sin, cos), standardised with the training states' statistics; checked against the formulas."""
+    from lewm_fast.train import StateTargets
+    rng = np.random.default_rng(0)
+    raw = np.column_stack([rng.uniform(0, 512, (200, 4)), rng.uniform(0, 2 * np.pi, 200), rng.normal(0, 5, (200, 2))])
+    stats = {"mean": raw.mean(0), "std": raw.std(0)}
+    tgt = StateTargets("pusht", stats, raw)
+    assert tgt.names == ["agent_x", "agent_y", "block_x", "block_y", "block_angle_sin", "block_angle_cos"]
+    z = torch.from_numpy((raw - stats["mean"]) / stats["std"]).float().view(50, 4, 7)
+    got = tgt(z).view(200, 6).double().numpy()
+    want = np.column_stack([raw[:, :4], np.sin(raw[:, 4]), np.cos(raw[:, 4])])
+    want = (want - want.mean(0)) / want.std(0)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_state_term_is_the_heads_state_error_and_needs_a_state_column(data, tmp_path):
+    from lewm_fast.model import LeWM, LeWMConfig
+    from lewm_fast.sigreg import SIGReg
+    from lewm_fast.train import lewm_loss
+    torch.manual_seed(0)
+    cfg = LeWMConfig.tiny(num_frames=3)
+    model = LeWM(cfg).eval()
+    head = torch.nn.Linear(cfg.embed_dim, 5)
+    px, act, state = torch.rand(2, 3, 3, cfg.image_size, cfg.image_size), torch.randn(2, 3, cfg.action_dim), torch.randn(2, 3, 5)
+    with torch.no_grad():
+        base = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1))
+        got = lewm_loss(model, px, act, SIGReg(num_proj=16), generator=torch.Generator().manual_seed(1),
+                        heads={"state": (head, 0.5)}, state=state)
+        want = ((model.encode(px) @ head.weight.T + head.bias - state) ** 2).mean()
+    assert float(got["state_loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(got["loss"]) == pytest.approx(float(base["loss"]) + 0.5 * float(want), rel=1e-5)
+    with pytest.raises(ValueError, match="state targets"):
+        lewm_loss(model, px, act, SIGReg(num_proj=16), heads={"state": (head, 0.5)})
+
+    args = [*TINY, "--state-weight", "1", "--max-steps", "6", "--epochs", "1"]
+    train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
+    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
+    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
+    full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
+    for part in ("state", "model"):
+        for k, v in full[part].items():
+            torch.testing.assert_close(broken[part][k], v, msg=f"{part}.{k}")
+    rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all("state_loss" in r for r in rows if "loss" in r)
+    load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
+
+    from lewm_fast.data import HDF5Writer
+    from helpers import moving_square_episode
+    bare = tmp_path / "nostate.h5"
+    with HDF5Writer(bare, metadata={"env": "synthetic"}) as w:
+        for i in range(4):
+            ep = moving_square_episode(np.random.default_rng(i))
+            w.write_episode({"pixels": ep["pixels"], "action": ep["action"]})
+    with pytest.raises(SystemExit, match="--state-weight needs a `state` column"):
+        train(["--data", str(bare), "--out", str(tmp_path / "bad"), *args])
+
+
 def test_resume_compares_flags_a_checkpoint_predates_with_their_defaults():
     """An argument missing from an older checkpoint's args means its run used the flag's default: giving another
     value is refused like any changed run argument; leaving it alone resumes with the default."""
