@@ -318,20 +318,25 @@ def test_inverse_dynamics_term_is_the_heads_action_error():
     assert float(got["loss"]) == pytest.approx(float(base["loss"]) + 0.5 * float(want) + 2.0 * float(want_bc), rel=1e-5)
 
 
-def test_inverse_dynamics_head_resumes_and_stays_out_of_the_checkpoint(data, tmp_path):
-    args = [*TINY, "--idm-weight", "1", "--bc-weight", "0.5", "--max-steps", "6", "--epochs", "1"]
+def _check_heads_resume_exactly(data, tmp_path, args, heads):
+    """A run with training-only heads: stopped at step 3 and resumed == unbroken (model and each head's weights),
+    every logged step has each head's loss, and the model file loads strictly (no head weights in it)."""
     train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
     train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
     train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
     full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
-    for name in ("idm", "bc"):
-        for k, v in full[name].items():
-            torch.testing.assert_close(broken[name][k], v, msg=f"{name}.{k}")
-    for k, v in full["model"].items():
-        torch.testing.assert_close(broken["model"][k], v, msg=k)
+    for part in (*heads, "model"):
+        for k, v in full[part].items():
+            torch.testing.assert_close(broken[part][k], v, msg=f"{part}.{k}")
     rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert all("idm_loss" in r and "bc_loss" in r for r in rows if "loss" in r)
+    assert all(f"{h}_loss" in r for r in rows if "loss" in r for h in heads)
     load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
+    return full
+
+
+def test_inverse_dynamics_head_resumes_and_stays_out_of_the_checkpoint(data, tmp_path):
+    _check_heads_resume_exactly(data, tmp_path, [*TINY, "--idm-weight", "1", "--bc-weight", "0.5", "--max-steps", "6",
+                                                 "--epochs", "1"], ("idm", "bc"))
 
 
 def test_reconstruction_term_is_the_decoders_pixel_error():
@@ -367,17 +372,8 @@ def test_reconstruction_term_is_the_decoders_pixel_error():
 
 def test_reconstruction_decoder_resumes_stays_out_of_the_checkpoint_and_checks_its_size(data, tmp_path):
     args = [*TINY, "--recon-weight", "2", "--recon-size", "16", "--history", "1", "--max-steps", "6", "--epochs", "1"]
-    train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
-    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
-    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
-    full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
-    assert full["recon"] is not None and full["idm"] is None
-    for part in ("recon", "model"):
-        for k, v in full[part].items():
-            torch.testing.assert_close(broken[part][k], v, msg=f"{part}.{k}")
-    rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert all("recon_loss" in r for r in rows if "loss" in r)
-    load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no decoder weights in the model file
+    full = _check_heads_resume_exactly(data, tmp_path, args, ("recon",))
+    assert full["idm"] is None
     with pytest.raises(SystemExit, match="--recon-size must be a positive multiple of 8"):
         train(["--data", str(data), "--out", str(tmp_path / "bad"), *TINY, "--recon-weight", "1", "--recon-size", "20"])
     with pytest.raises(SystemExit, match="--recon-size 24 differs from the checkpoint's 16"):
@@ -420,16 +416,7 @@ def test_state_term_is_the_heads_state_error_and_needs_a_state_column(data, tmp_
         lewm_loss(model, px, act, SIGReg(num_proj=16), heads={"state": (head, 0.5)})
 
     args = [*TINY, "--state-weight", "1", "--max-steps", "6", "--epochs", "1"]
-    train(["--data", str(data), "--out", str(tmp_path / "full"), *args])
-    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--stop-after", "3"])
-    train(["--data", str(data), "--out", str(tmp_path / "broken"), *args, "--resume"])
-    full, broken = (torch.load(tmp_path / d / "last.pt", weights_only=False) for d in ("full", "broken"))
-    for part in ("state", "model"):
-        for k, v in full[part].items():
-            torch.testing.assert_close(broken[part][k], v, msg=f"{part}.{k}")
-    rows = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert all("state_loss" in r for r in rows if "loss" in r)
-    load_checkpoint(tmp_path / "full" / "model.safetensors")     # strict load: no head weights in the model file
+    _check_heads_resume_exactly(data, tmp_path, args, ("state",))
 
     from lewm_fast.data import HDF5Writer
     from helpers import moving_square_episode
