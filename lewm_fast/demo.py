@@ -73,7 +73,8 @@ def run_recipe(env: str, workdir: Path, seed: int = 0, max_steps: int | None = N
     if r.get("precision") == "bf16" and cpu_has_native_bf16() is False:
         print("[demo] this CPU emulates bf16 (no AVX512-BF16 / AMX): training in fp32 instead", flush=True)
         r["precision"] = "fp32"
-    for key in ("precision", "threads", "workers", "sigreg_weight", "idm_weight", "state_weight", "recon_weight"):
+    for key in ("precision", "threads", "workers", "sigreg_weight", "idm_weight", "state_weight", "recon_weight",
+                "recon_size"):
         if key in r:
             args += [f"--{key.replace('_', '-')}", str(r[key])]
     if (run / "last.pt").exists():

@@ -53,7 +53,7 @@ def lewm_loss(model: LeWM, pixels: torch.Tensor, actions: torch.Tensor, sigreg: 
               sigreg_weight: float = 0.09, generator: torch.Generator | None = None,
               history: int | None = None, target_grad: float = 1.0,
               bank: "SigregBank | None" = None,
-              heads: "dict[str, tuple[ActionHead, float]] | None" = None,
+              heads: "dict[str, tuple[torch.nn.Module, float]] | None" = None,
               state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """pixels (B, T, 3, h, w), actions (B, T, A) -> loss terms. Prediction k (from frames <= k and actions
     <= k) is compared with embedding k+1; every position is supervised; targets are not detached.
@@ -156,14 +156,18 @@ class FrameDecoder(torch.nn.Module):
 
     def __init__(self, dim: int, size: int = 48):
         super().__init__()
-        if size < 8 or size % 8:
-            raise ValueError(f"the decoder's size must be a positive multiple of 8, got {size}")
+        self.check_size(size)
         self.size, self.base = size, size // 8
         self.fc = torch.nn.Linear(dim, 64 * self.base * self.base)
         up = dict(kernel_size=4, stride=2, padding=1)
         self.net = torch.nn.Sequential(torch.nn.GELU(), torch.nn.ConvTranspose2d(64, 32, **up), torch.nn.GELU(),
                                        torch.nn.ConvTranspose2d(32, 16, **up), torch.nn.GELU(),
                                        torch.nn.ConvTranspose2d(16, 3, **up))
+
+    @staticmethod
+    def check_size(size: int, name: str = "the decoder's size") -> None:
+        if size < 8 or size % 8:
+            raise ValueError(f"{name} must be a positive multiple of 8, got {size}")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
@@ -377,8 +381,8 @@ def _save_train_state(path: Path, model, opt, sched, step: int, epoch: int, cfg:
 # Arguments that change what a run computes: --resume refuses new values for them.
 RUN_ARGS = ("data", "preset", "config", "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_frac",
             "grad_clip", "sigreg_weight", "target_grad", "sigreg_bank", "idm_weight", "bc_weight", "recon_weight",
-            "recon_size", "state_weight", "colour_jitter", "sigreg_proj", "history", "rollout_steps", "frameskip", "val_fraction",
-            "seed", "init")
+            "recon_size", "state_weight", "colour_jitter", "sigreg_proj", "history", "rollout_steps", "frameskip",
+            "val_fraction", "seed", "init")
 
 
 def check_args(args) -> None:
@@ -398,8 +402,10 @@ def check_args(args) -> None:
             finite_number("--" + name.replace("_", "-"), getattr(args, name), low, high, low_open)
         except ValueError as e:
             raise SystemExit(str(e)) from None
-    if args.recon_size < 8 or args.recon_size % 8:
-        raise SystemExit(f"--recon-size must be a positive multiple of 8, got {args.recon_size}")
+    try:
+        FrameDecoder.check_size(args.recon_size, "--recon-size")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     heads = [f"--{name}-weight" for name in ACTION_HEAD_FRAMES if getattr(args, f"{name}_weight")]
     if heads and args.history + args.rollout_steps < 3:
         raise SystemExit(f"{', '.join(heads)} need clips of at least 3 frames (--history + --rollout-steps), "
