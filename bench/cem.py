@@ -14,7 +14,8 @@ Measured in one run, on one device, with the same LeWM weights (--checkpoint, or
   and iterations, extrapolated (labelled so in the JSON);
 - agreement of every backend's plan with the reference's for the same seed (B = 1);
 - latency (median, p90), env-solves per second, peak GPU memory, achieved TFLOP/s against the
-  arithmetic floor (bench/flops.py) and against a matmul peak measured in the same run.
+  arithmetic floor (bench/flops.py) and against a matmul peak measured in the same run, and each
+  variant's ceiling: the speed-up its floor FLOPs would give at that peak with nothing else in the way.
 
 Writes bench/reports/cem-<env>-<device>.json (raw timings; bench/common.py) and .md; prints the table last.
 """
@@ -298,6 +299,9 @@ def run(args, emit=lambda report: None) -> dict:
                          float(np.median(ref_single["raw_cpu_s"]) / (np.median(cpu_s) / B)),
                          **st, "speedup_vs_reference": ref_per_env / st["per_env_solve_s"],
                          "tflops_floor": tf, "fraction_of_matmul_peak": tf / pk,
+                         # what this variant would reach with its floor FLOPs at the measured matmul peak of
+                         # its precision and nothing else: the ceiling a faster implementation could not pass
+                         "speedup_ceiling_at_peak": ref_per_env / (floor / (pk * 1e12)),
                          "peak_mem_mib": _peak(device, mem), "mean_final_cost": float(costs.mean())}
                     if B == 1:
                         v["agreement"] = agreement
@@ -396,30 +400,30 @@ def markdown(report: dict) -> str:
              f"floor {report['flops_per_env_solve']['floor']['total'] / 1e12:.3f} TFLOP per env-solve; "
              f"model: {report['model']}; reference: {ref['implementation']}.", "",
              "| variant | B | median s/call | p90 s | env-solves/s | speed-up vs ref | TFLOP/s (floor) | "
-             "% matmul peak | peak MiB | max abs action diff vs ref | cost gap |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "% matmul peak | ceiling at peak | peak MiB | max abs action diff vs ref | cost gap |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     r1 = ref["B1"]
     lines.append(f"| reference | 1 | {r1['median_s']:.3f} | {r1['p90_s']:.3f} | {r1['env_solves_per_s']:.3f} | 1.00x | "
                  f"{r1['tflops_floor']:.3f} | {100 * r1['tflops_floor'] / report['matmul_peak']['fp32']['tflops']:.1f} "
-                 f"| {_fmt(r1.get('peak_mem_mib'))} | 0 | 0 |")
+                 f"| - | {_fmt(r1.get('peak_mem_mib'))} | 0 | 0 |")
     me = ref["multi_env"]
     if me.get("measured"):
         lines.append(f"| reference | {me['envs']} (sequential) | {me['raw_s'][0]:.3f} | - | "
-                     f"{me['envs'] / me['raw_s'][0]:.3f} | {r1['median_s'] / me['per_env_solve_s']:.2f}x | - | - | "
+                     f"{me['envs'] / me['raw_s'][0]:.3f} | {r1['median_s'] / me['per_env_solve_s']:.2f}x | - | - | - | "
                      f"{_fmt(me['peak_mem_mib'])} | - | - |")
     else:
-        lines.append(f"| reference | {me['envs']} (extrapolated) | {me['extrapolated_s']:.1f} | - | - | 1.00x | - | - | - | - | - |")
+        lines.append(f"| reference | {me['envs']} (extrapolated) | {me['extrapolated_s']:.1f} | - | - | 1.00x | - | - | - | - | - | - |")
     for v in report["variants"]:
         a = v.get("agreement")
         lines.append(f"| {v['backend']} {v['precision']} | {v['B']} | {v['median_s']:.3f} | {v['p90_s']:.3f} | "
                      f"{v['env_solves_per_s']:.2f} | {v['speedup_vs_reference']:.2f}x | {v['tflops_floor']:.3f} | "
-                     f"{100 * v['fraction_of_matmul_peak']:.1f} | {_fmt(v['peak_mem_mib'])} | "
+                     f"{100 * v['fraction_of_matmul_peak']:.1f} | {_ceiling(v)} | {_fmt(v['peak_mem_mib'])} | "
                      f"{'-' if a is None else format(a['max_abs_action_diff'], '.2e')} | "
                      f"{'-' if a is None else format(a['cost_gap'], '+.2e')} |")
     d = report.get("dinowm")
     if d:
         lines.append(f"| DINO-WM-scale{' (extrapolated)' if d['extrapolated'] else ''} | 1 | {d['solve_s']:.1f} | - | "
-                     f"{1 / d['solve_s']:.4f} | {1 / d['ratio_vs_reference_lewm']:.3f}x | {d['tflops']:.3f} | - | "
+                     f"{1 / d['solve_s']:.4f} | {1 / d['ratio_vs_reference_lewm']:.3f}x | {d['tflops']:.3f} | - | - | "
                      f"{_fmt(d['peak_mem_mib'])} | - | - |")
         best = d["best_lewm_fast"]
         lines += ["", "DINO-WM scale: " + "; ".join(d["derivation"].values()) + "."]
@@ -429,6 +433,11 @@ def markdown(report: dict) -> str:
     for s in report["skipped"]:
         lines.append(f"- skipped {s['backend']}/{s['precision']}: {s['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _ceiling(v: dict) -> str:
+    c = v.get("speedup_ceiling_at_peak")     # absent in reports written before it was recorded
+    return "-" if c is None else f"{c:.2f}x"
 
 
 def _fmt(x):

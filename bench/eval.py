@@ -109,6 +109,9 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
             out = solve(pixels[need].to(device), goal[need].to(device))
             solve_time += time.perf_counter() - ts
             solves += 1
+            # a full-size CPU reference solve of 50 envs takes tens of minutes: say where the loop is
+            log(f"reference-style: solve {solves} ({len(need)} envs) at env step {step}: "
+                f"{time.perf_counter() - ts:.1f} s")
             plan = out["actions"][:, :receding_horizon].reshape(len(need), -1, cfg.env_action_dim).numpy()
             for row, i in enumerate(need):
                 buffers[i] = list(plan[row].astype(np.float64) * a_std + a_mean)

@@ -104,6 +104,12 @@ def test_bench_cem_tiny_end_to_end(tmp_path, request, monkeypatch, port):
     assert r["dinowm"]["extrapolated"] is True and "EXTRAPOLATED" in r["dinowm"]["note"]
     assert set(r["dinowm"]["derivation"]) == {"frames", "width", "tokens", "kernels"}
     assert (tmp_path / "cem.md").read_text().count("| eager") == 4
+    # the ceiling: the reference's time over the floor's FLOPs at the precision's measured peak
+    for v in r["variants"]:
+        floor_s = r["flops_per_env_solve"]["floor"]["total"] / (r["matmul_peak"][v["precision"]]["tflops"] * 1e12)
+        assert v["speedup_ceiling_at_peak"] == pytest.approx(r["reference"]["B1"]["median_s"] / floor_s)
+        # consistent with the two figures beside it: speed-up / fraction of peak
+        assert v["speedup_ceiling_at_peak"] == pytest.approx(v["speedup_vs_reference"] / v["fraction_of_matmul_peak"])
 
 
 def test_collect_bench_reports_throughput(monkeypatch, tmp_path):
