@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.cem import matmul_peak
 from bench.common import REPORTS, device_tag, environment, write_report
+from bench.flops import lewm_solve_flops
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +96,7 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
         e.set_goal_state(states[goals[i]])
     success = np.zeros(n, bool)
     buffers = [[] for _ in range(n)]
-    solves, solve_time = 0, 0.0
+    solves, env_solves, solve_time = 0, 0, 0.0
     t0 = time.perf_counter()
     for step in range(budget):
         active = np.flatnonzero(~success)
@@ -109,6 +111,7 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
             out = solve(pixels[need].to(device), goal[need].to(device))
             solve_time += time.perf_counter() - ts
             solves += 1
+            env_solves += len(need)
             # a full-size CPU reference solve of 50 envs takes tens of minutes: say where the loop is
             log(f"reference-style: solve {solves} ({len(need)} envs) at env step {step}: "
                 f"{time.perf_counter() - ts:.1f} s")
@@ -121,7 +124,8 @@ def reference_style_eval(env_name, ckpt, ds, starts, goals, device, num_samples,
     wall = time.perf_counter() - t0
     for e in envs:
         e.close()
-    return {"implementation": ref.kind, "wall_time_s": wall, "solve_calls": solves, "solve_time_s": solve_time,
+    return {"implementation": ref.kind, "wall_time_s": wall, "solve_calls": solves, "env_solves": env_solves,
+            "solve_time_s": solve_time,
             "success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n}
 
 
@@ -224,6 +228,11 @@ def main(argv=None):
     report = {"environment": environment(), "env": args.env, "device": str(device), "threads": torch.get_num_threads(),
               "inputs": inputs, "checkpoint": ckpt_path, "dataset": data_path, "protocol": protocol,
               "start_rows": starts.tolist(), "goal_rows": goals.tolist(), "variants": {}}
+    # the arithmetic a solve cannot avoid and what the device can do, measured in this run: every loop's
+    # search time is held against them, and the speed-up no implementation of the same arithmetic passes
+    report["floor_flops_per_env_solve"] = lewm_solve_flops(load_checkpoint(ckpt_path).model.cfg,
+                                                           num_samples=args.num_samples, iterations=iterations)["total"]
+    report["matmul_peak"] = matmul_peak(device, sorted({v[2] for v in variants} | {"fp32"}))
     if previous is not None:
         if previous["start_rows"] != report["start_rows"]:
             ap.error(f"--resume: {out} used other start rows")
@@ -234,9 +243,16 @@ def main(argv=None):
 
     def finish():   # speed-ups of every timed loop, written after each so a crash loses nothing
         ref = report.get("reference_style")
+        floor, peaks = report["floor_flops_per_env_solve"], report["matmul_peak"]
         for v in report["variants"].values():
             if ref:
                 v["speedup_vs_reference"] = ref["wall_time_s"] / v["wall_time_s"]
+            n = v.get("env_solves")      # absent in loops kept from reports written before it was recorded
+            if n:
+                peak = peaks.get(v["planner"]["precision"], peaks["fp32"])["tflops"] * 1e12
+                v["search_fraction_of_matmul_peak"] = n * floor / v["stage_time_s"]["search"] / peak
+                if ref:   # the whole loop reduced to its floor FLOPs at the peak: nothing else in the way
+                    v["speedup_ceiling_at_peak"] = ref["wall_time_s"] / (n * floor / peak)
         if report["variants"]:
             best = min(report["variants"], key=lambda k: report["variants"][k]["wall_time_s"])
             report["lewm_fast"] = {"variant": best, **report["variants"][best]}
@@ -259,7 +275,7 @@ def main(argv=None):
         assert run["start_rows"] == starts.tolist(), "lewm_fast.eval drew other start rows"
         report["variants"][name] = {
             "planner": ours["planner"], "wall_time_s": run["wall_time_s"], "with_setup_s": total,
-            "solve_calls": run["solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
+            "solve_calls": run["solves"], "env_solves": run["env_solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
             "solve_latency_s": run["solve_latency_s"], "env_time_s": run["env_time_s"],
             "stage_time_s": stage_split(run), "success_rate": run["success_rate"]}
         finish()
@@ -295,6 +311,15 @@ def markdown(report: dict) -> str:
         r = report["reference_style"]
         lines.append(f"| reference-style ({r['implementation'].split(' (')[0]}) | {r['wall_time_s']:.1f} | "
                      f"{r['solve_calls']} | {r['solve_time_s']:.1f} | {r['success_rate']:.2f} | 1.00x |")
+    for name, v in report["variants"].items():
+        if "search_fraction_of_matmul_peak" in v:
+            prec = v["planner"]["precision"]
+            pk = report["matmul_peak"].get(prec, report["matmul_peak"]["fp32"])["tflops"]
+            c = v.get("speedup_ceiling_at_peak")
+            lines.append(f"\n{name}: search at {100 * v['search_fraction_of_matmul_peak']:.1f}% of the {prec} matmul "
+                         f"peak measured in this run ({pk:.3f} TFLOP/s) on the floor's FLOPs of {v['env_solves']} "
+                         "env-solves" + ("" if c is None else f"; ceiling {c:.2f}x (the reference loop over those "
+                                                               "FLOPs at that peak)"))
     stages = ("render", "encode", "search", "step", "other")
     lines += ["", "| lewm_fast loop | " + " | ".join(f"{s} s (%)" for s in stages) + " |",
               "|---|" + "---|" * len(stages)]

@@ -161,7 +161,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     first_success = np.full(n, -1)
     buffers = [[] for _ in range(n)]
     rng = np.random.default_rng(seed)
-    solve_latency, env_time, solves = [], 0.0, 0
+    solve_latency, env_time, solves, env_solves = [], 0.0, 0, 0
     # where the wall time goes: rendering the envs that replan (+ resizing), encoding their frames and goals,
     # the CEM search, stepping the envs
     render_time = encode_time = search_time = 0.0
@@ -197,6 +197,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
                 frameskip = planner.cfg.frameskip
             solve_latency.append(time.perf_counter() - t0)
             solves += 1
+            env_solves += len(need)
             for row, i in enumerate(need):
                 buffers[i] = list(actions[row, :receding_horizon * frameskip])
         t0 = time.perf_counter()
@@ -226,7 +227,7 @@ def run_episodes(env_name: str, pairs: dict, policy: str, planner=None, budget: 
     out = {"success_rate": float(success.mean()), "successes": int(success.sum()), "episodes": n,
            "start_distance": start_d, "final_distance": final_d,
            "mean_final_distance": None if None in final_d else float(np.mean(final_d)),
-           "first_success_step": first_success.tolist(), "solves": solves,
+           "first_success_step": first_success.tolist(), "solves": solves, "env_solves": env_solves,
            "solve_latency_s": solve_latency,
            "mean_solve_latency_s": float(np.mean(solve_latency)) if solve_latency else None,
            "env_time_s": env_time + render_time,

@@ -40,6 +40,19 @@ def test_bench_eval_variants_stages_and_resume(tmp_path, request, monkeypatch):
     for v in r["variants"].values():
         assert v["speedup_vs_reference"] == pytest.approx(ref["wall_time_s"] / v["wall_time_s"])
     assert r["speedup"] == max(v["speedup_vs_reference"] for v in r["variants"].values())
+    # floor and peak measured in the run; each loop's search held against them, and its ceiling
+    from bench.flops import lewm_solve_flops
+    from lewm_fast.checkpoint import load_checkpoint
+    floor = r["floor_flops_per_env_solve"]
+    assert floor == lewm_solve_flops(load_checkpoint(r["checkpoint"]).model.cfg, num_samples=32, iterations=2)["total"]
+    assert set(r["matmul_peak"]) == {"fp32", "bf16"}
+    for v in r["variants"].values():
+        n = v["env_solves"]     # 2 episodes, 2 plans each unless one succeeds within the first 25 steps
+        assert v["solve_calls"] <= n <= 2 * v["solve_calls"]
+        pk = r["matmul_peak"][v["planner"]["precision"]]["tflops"] * 1e12
+        assert v["search_fraction_of_matmul_peak"] == pytest.approx(n * floor / v["stage_time_s"]["search"] / pk)
+        assert v["speedup_ceiling_at_peak"] == pytest.approx(ref["wall_time_s"] * pk / (n * floor))
+    assert ref["solve_calls"] <= ref["env_solves"] <= 2 * ref["solve_calls"]
     assert out.with_suffix(".md").read_text().count("| lewm_fast.eval (eager:") == 2
 
     with pytest.raises(SystemExit):       # other settings: refuse to mix timings
