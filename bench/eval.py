@@ -153,6 +153,12 @@ def parse_variants(text: str) -> list[tuple[str, str, str, bool]]:
     return out
 
 
+def peak_tflops(report: dict, loop: dict) -> float:
+    """The matmul peak (TFLOP/s, measured in the run) a loop's search is held against: its precision's."""
+    peaks = report["matmul_peak"]
+    return peaks.get(loop["planner"]["precision"], peaks["fp32"])["tflops"]
+
+
 def stage_split(run: dict) -> dict:
     """Seconds per stage of one lewm_fast evaluation, and what is left (Python, buffers, plan bookkeeping)."""
     stages = dict(run["stage_time_s"])
@@ -230,8 +236,9 @@ def main(argv=None):
               "start_rows": starts.tolist(), "goal_rows": goals.tolist(), "variants": {}}
     # the arithmetic a solve cannot avoid and what the device can do, measured in this run: every loop's
     # search time is held against them, and the speed-up no implementation of the same arithmetic passes
-    report["floor_flops_per_env_solve"] = lewm_solve_flops(load_checkpoint(ckpt_path).model.cfg,
-                                                           num_samples=args.num_samples, iterations=iterations)["total"]
+    ckpt = load_checkpoint(ckpt_path)
+    report["floor_flops_per_env_solve"] = lewm_solve_flops(ckpt.model.cfg, num_samples=args.num_samples,
+                                                           iterations=iterations)["total"]
     report["matmul_peak"] = matmul_peak(device, sorted({v[2] for v in variants} | {"fp32"}))
     if previous is not None:
         if previous["start_rows"] != report["start_rows"]:
@@ -243,13 +250,13 @@ def main(argv=None):
 
     def finish():   # speed-ups of every timed loop, written after each so a crash loses nothing
         ref = report.get("reference_style")
-        floor, peaks = report["floor_flops_per_env_solve"], report["matmul_peak"]
+        floor = report["floor_flops_per_env_solve"]
         for v in report["variants"].values():
             if ref:
                 v["speedup_vs_reference"] = ref["wall_time_s"] / v["wall_time_s"]
             n = v.get("env_solves")      # absent in loops kept from reports written before it was recorded
             if n:
-                peak = peaks.get(v["planner"]["precision"], peaks["fp32"])["tflops"] * 1e12
+                peak = peak_tflops(report, v) * 1e12
                 v["search_fraction_of_matmul_peak"] = n * floor / v["stage_time_s"]["search"] / peak
                 if ref:   # the whole loop reduced to its floor FLOPs at the peak: nothing else in the way
                     v["speedup_ceiling_at_peak"] = ref["wall_time_s"] / (n * floor / peak)
@@ -275,14 +282,14 @@ def main(argv=None):
         assert run["start_rows"] == starts.tolist(), "lewm_fast.eval drew other start rows"
         report["variants"][name] = {
             "planner": ours["planner"], "wall_time_s": run["wall_time_s"], "with_setup_s": total,
-            "solve_calls": run["solves"], "env_solves": run["env_solves"], "solve_time_s": float(np.sum(run["solve_latency_s"])),
+            "solve_calls": run["solves"], "env_solves": run["env_solves"],
+            "solve_time_s": float(np.sum(run["solve_latency_s"])),
             "solve_latency_s": run["solve_latency_s"], "env_time_s": run["env_time_s"],
             "stage_time_s": stage_split(run), "success_rate": run["success_rate"]}
         finish()
         log(f"lewm_fast [{name}]: {run['wall_time_s']:.1f} s, success {run['success_rate']:.2f}")
     if not args.skip_reference and "reference_style" not in report:
         log(f"reference-style loop: {num_eval} episodes ...")
-        ckpt = load_checkpoint(ckpt_path)
         with contextlib.redirect_stdout(io.StringIO()):
             ref = reference_style_eval(args.env, ckpt, ds, starts, goals, device, args.num_samples, iterations,
                                        args.budget, 5, args.seed, args.reference_port)
@@ -313,11 +320,10 @@ def markdown(report: dict) -> str:
                      f"{r['solve_calls']} | {r['solve_time_s']:.1f} | {r['success_rate']:.2f} | 1.00x |")
     for name, v in report["variants"].items():
         if "search_fraction_of_matmul_peak" in v:
-            prec = v["planner"]["precision"]
-            pk = report["matmul_peak"].get(prec, report["matmul_peak"]["fp32"])["tflops"]
             c = v.get("speedup_ceiling_at_peak")
-            lines.append(f"\n{name}: search at {100 * v['search_fraction_of_matmul_peak']:.1f}% of the {prec} matmul "
-                         f"peak measured in this run ({pk:.3f} TFLOP/s) on the floor's FLOPs of {v['env_solves']} "
+            lines.append(f"\n{name}: search at {100 * v['search_fraction_of_matmul_peak']:.1f}% of the "
+                         f"{v['planner']['precision']} matmul peak measured in this run "
+                         f"({peak_tflops(report, v):.3f} TFLOP/s) on the floor's FLOPs of {v['env_solves']} "
                          "env-solves" + ("" if c is None else f"; ceiling {c:.2f}x (the reference loop over those "
                                                                "FLOPs at that peak)"))
     stages = ("render", "encode", "search", "step", "other")
