@@ -79,6 +79,8 @@ def main(argv=None) -> dict:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    from lewm_fast.planning.allocator import default_on_in_this_process
+    keep_freed = default_on_in_this_process()     # as lewm_fast.eval does: an evaluation-only process
     run = Path(args.run)
     snaps = snapshots(run, final=not args.snapshots_only)
     if args.steps:
@@ -112,7 +114,8 @@ def main(argv=None) -> dict:
         point = {"step": step, "checkpoint": str(path), "success_rate": res["success_rate_mean"],
                  # distance to the goal in units of the success test (eval.goal_distance): progress below 1 success
                  "final_distance_mean": res.get("final_distance_mean"),
-                 "train_pred_loss": train_loss_near(run, step), "eval_wall_s": time.perf_counter() - t0}
+                 "train_pred_loss": train_loss_near(run, step), "eval_wall_s": time.perf_counter() - t0,
+                 "keep_freed_memory": keep_freed}
         if args.probe_dataset:
             point["linear_probe_r2"] = linear_probe(path, args.env, args.probe_dataset, args.probe_frames)
         report["points"] = sorted(report["points"] + [point], key=lambda p: p["step"])

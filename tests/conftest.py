@@ -9,6 +9,10 @@ except ImportError:  # pragma: no cover
     _cuda = False
 if not _cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Evaluation CLIs keep freed memory by default (lewm_fast/planning/allocator.py), process-wide and for good.
+# Tests call those mains in this process: opt out here so later tests (the CI speed report above all) time
+# the allocator a library user gets. Tests of the default run a subprocess without this variable.
+os.environ.setdefault("LEWM_FAST_KEEP_FREED_MEMORY", "0")
 
 import pytest  # noqa: E402
 

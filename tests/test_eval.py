@@ -186,3 +186,25 @@ def test_var_scale_reaches_the_solver_and_bad_values_are_refused(pusht_file, tmp
     for bad in ("0", "-1"):
         with pytest.raises(SystemExit, match="var-scale"):
             main(common + ["--var-scale", bad])
+
+
+def test_evaluation_process_keeps_freed_memory_unless_told_not_to(pusht_file, tmp_path):
+    # lewm_fast.eval turns the allocator setting (planning/allocator.py) on by default; LEWM_FAST_KEEP_FREED_MEMORY=0
+    # opts out. Fresh processes: the setting is process-wide and decided once.
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    for value, expected in ((None, glibc), ("0", False), ("1", glibc)):
+        env = {k: v for k, v in os.environ.items() if k != "LEWM_FAST_KEEP_FREED_MEMORY"}
+        if value is not None:
+            env["LEWM_FAST_KEEP_FREED_MEMORY"] = value
+        out = tmp_path / f"random-{value}.json"
+        run = subprocess.run([sys.executable, "-m", "lewm_fast.eval", "--env", "pusht", "--dataset", pusht_file,
+                              "--policy", "random", "--num-eval", "2", "--goal-offset", "5", "--budget", "5",
+                              "--seeds", "3", "--out", str(out)], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(out.read_text())["keep_freed_memory"] is expected, value

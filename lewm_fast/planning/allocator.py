@@ -7,8 +7,11 @@ per 4 KB: the likely reason copy_ took 34% of a profiled bf16 solve
 (bench/reports/profile-cem-pusht-bf16-before-allocator-cpu.json). With mmap off for the heap and
 trimming disabled, freed blocks are reused. Values are untouched: only where the bytes live changes.
 
-Process-wide (it is the C allocator) and freed memory is never returned to the OS, so it is opt-in:
-the CPU Planner applies it once when the environment sets LEWM_FAST_KEEP_FREED_MEMORY=1. Measured: with
+Process-wide (it is the C allocator) and freed memory is never returned to the OS, so a library user
+opts in: the CPU Planner applies it once when the environment sets LEWM_FAST_KEEP_FREED_MEMORY=1.
+Evaluation processes (`python -m lewm_fast.eval`, `bench.learning_curve`) turn it on by default
+(`default_on_in_this_process`; LEWM_FAST_KEEP_FREED_MEMORY=0 opts out): the whole 50-episode PushT
+evaluation took 838 s with it against 916 s without (bench/reports/eval-pusht-cpu-50ep*.json). Measured: with
 another job on the second core the profiled bf16 solve went 11.8 -> 9.0 s; on an idle machine, two
 bench.cem runs gave 9.0 s without and 9.6 s with it (bench/reports/cem-pusht-cpu-epyc*.json), no gain;
 on a later EPYC host (2026-12-04, idle) it helped every variant: reference 41.2 -> 33.2 s, eager bf16
@@ -22,16 +25,24 @@ import ctypes.util
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4        # glibc malloc.h
+ENV_VAR = "LEWM_FAST_KEEP_FREED_MEMORY"
 _applied: bool | None = None
 
 
-def keep_freed_memory() -> bool:
-    """Apply once per process when opted in; True when glibc accepted both settings."""
+def default_on_in_this_process() -> bool:
+    """For a process that only evaluates (its memory goes back at exit anyway): apply now unless the
+    environment says LEWM_FAST_KEEP_FREED_MEMORY=0. True when applied."""
+    return keep_freed_memory(default=True)
+
+
+def keep_freed_memory(default: bool = False) -> bool:
+    """Apply once per process when opted in (the environment variable, else `default`); True when glibc
+    accepted both settings. The first call decides for the whole process."""
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("LEWM_FAST_KEEP_FREED_MEMORY", "0") != "1":
+    if os.environ.get(ENV_VAR, "1" if default else "0") != "1":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
