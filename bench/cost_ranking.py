@@ -34,7 +34,7 @@ def true_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float:
 
     d = goal_distance(env_name, state, goal)
     if d is None:
-        raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom, reacher)")
+        raise ValueError(f"no true distance for env {env_name!r} (pusht, tworoom, reacher, cube)")
     return d
 
 
@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
 
     ap = argparse.ArgumentParser(prog="python -m bench.cost_ranking", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
-    ap.add_argument("--env", default="pusht", choices=["pusht", "tworoom", "reacher"])
+    ap.add_argument("--env", default="pusht", choices=["pusht", "tworoom", "reacher", "cube"])
     ap.add_argument("--pairs", type=int, default=20, help="start/goal pairs")
     ap.add_argument("--candidates", type=int, default=64, help="plans per pair (the expert's + random ones)")
     ap.add_argument("--seed", type=int, default=1000, help="pair and candidate seed (keep it off the eval seeds)")

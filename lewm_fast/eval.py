@@ -32,7 +32,7 @@ DEFAULT_ITERATIONS = {"pusht": 30}   # the paper: 30 CEM iterations on PushT, 10
 
 def goal_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float | None:
     """Distance of a state to the goal state in units of the env's success test (1 = its threshold;
-    PushT combines position and angle), or None where the test is not a distance (Cube).
+    PushT combines position and angle), or None for an env without one.
     A continuous view of progress where the binary success rate is near 0 or 1."""
     state, goal = np.asarray(state, np.float64), np.asarray(goal, np.float64)
     # thresholds from the envs' own success tests (imported per env: each module needs its simulator)
@@ -47,6 +47,10 @@ def goal_distance(env_name: str, state: np.ndarray, goal: np.ndarray) -> float |
     if env_name == "reacher":   # qpos_match: each joint within QPOS_THRESHOLD, angles not wrapped (as the env)
         from lewm_fast.envs.reacher import QPOS_THRESHOLD
         return float(np.linalg.norm(state[:2] - goal[:2]) / QPOS_THRESHOLD)
+    if env_name == "cube":      # the cube's centre within SUCCESS_DISTANCE of the goal state's
+        from lewm_fast.envs.cube import CUBE_QPOS, SUCCESS_DISTANCE
+        cube = slice(CUBE_QPOS, CUBE_QPOS + 3)
+        return float(np.linalg.norm(state[cube] - goal[cube]) / SUCCESS_DISTANCE)
     return None
 
 

@@ -103,7 +103,7 @@ def test_expert_pairs_are_deterministic_and_reachable():
     assert max(run["final_distance"]) < 1 <= min(run["start_distance"]) and rep["final_distance_mean"] < 1
     from lewm_fast.eval import goal_distance
     assert goal_distance("tworoom", np.array([16.0, 0.0]), np.zeros(2)) == 1.0
-    assert goal_distance("cube", np.zeros(3), np.zeros(3)) is None
+    assert goal_distance("maze", np.zeros(3), np.zeros(3)) is None
 
 
 def test_planner_on_a_smaller_model_resizes_env_frames_like_collect(tmp_path):

@@ -306,6 +306,24 @@ def test_cube_success_rule(cube):
         assert cube.is_success() is expected, offset
 
 
+def test_cube_goal_distance_agrees_with_the_success_rule(cube):
+    # eval.goal_distance reads the cube from the state vector; the env decides success from its own poses
+    from lewm_fast.eval import goal_distance
+
+    cube.reset(seed=5)
+    state = cube.get_state()
+    cube_pos = cube.cube_pose()[0]
+    for offset in [(0.0, 0.0, 0.0), (0.039, 0.0, 0.0), (0.0, 0.028, 0.028), (0.041, 0.0, 0.0),
+                   (0.03, 0.03, 0.0), (0.2, -0.1, 0.05)]:
+        goal = state.copy()
+        goal[cube._cube_qpos:cube._cube_qpos + 3] = cube_pos + np.array(offset)
+        goal[:6] += 0.3                    # the arm elsewhere: not part of the test
+        cube.set_goal_state(goal)
+        d = goal_distance("cube", state, goal)
+        assert d == pytest.approx(np.linalg.norm(offset) / 0.04)
+        assert (d <= 1) is cube.is_success(), offset
+
+
 def test_cube_oracle_matches_ogbench_oracle(cube):
     """Noise-free, our oracle takes OGBench's CubeMarkovOracle actions step for step."""
     from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle

@@ -43,6 +43,7 @@ except ImportError as err:  # pragma: no cover - depends on the install
 # 0.3; bench/reports/render-mujoco-cube-64px-cpu.json)
 COARSE_MESH_CELL = 0.008
 SUCCESS_DISTANCE = 0.04  # m, cube centre to target centre (OGBench `_compute_successes`)
+CUBE_QPOS = 14           # the cube's free joint in qpos: after 6 arm and 8 gripper joints (checked at load)
 CAMERA = "front_pixels"
 _PURPLE = np.array([0.61, 0.28, 0.82])  # OGBench's 'purple', the reference's default arm colour
 _GRIPPER_MATERIALS = ("ur5e/robotiq/black", "ur5e/robotiq/pad_gray")
@@ -88,6 +89,8 @@ class CubeEnv(gym.Env):
         set_render_quality(model, self._shadow_size, self._antialias)
         joint = model.joint("object_joint_0")
         self._cube_qpos = int(joint.qposadr[0])
+        if self._cube_qpos != CUBE_QPOS:   # eval.goal_distance and probe.py read the state at CUBE_QPOS
+            raise RuntimeError(f"cube joint at qpos {self._cube_qpos}, expected {CUBE_QPOS}: scene changed")
         self._target_mocap = int(model.body("object_target_0").mocapid[0])
         nq, nv = model.nq, model.nv
         vec = gym.spaces.Box(-np.inf, np.inf, shape=(nq + nv,), dtype=np.float64)
