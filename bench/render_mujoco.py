@@ -6,7 +6,10 @@ picture is from the reference's: the env's own full-quality 224 px render (Reach
 map, Cube: OGBench's 4096, both with 4x multisampling) resized to the resolution with the model's resize.
 Ways: `224-resized` (a 224 px render with this repo's fast shadow settings, resized: how small frames were
 made before), `native` (rendered at the resolution itself), `env` (what the env does now: render at twice the
-resolution and resize; Cube also with render-only coarse meshes, envs/mujoco_render.coarse_render_model).
+resolution and resize; Cube also with render-only coarse meshes, envs/mujoco_render.coarse_render_model),
+`env-no-shadows` (the same with the scene's shadow pass off: what dropping shadows would buy and cost).
+Also times the env's physics + data policy per step (`physics_policy_ms_per_step`), the rest of a collected
+frame: with the `env` frame it bounds collection's frames/s per worker (`collect_bound_frames_per_s`).
 Writes bench/reports/render-mujoco-<env>-<resolution>px-<device>.json and, with --frames-png, a PNG of the
 reference and `env` frames side by side.
 """
@@ -24,20 +27,27 @@ REFERENCE_QUALITY = {"reacher": 2048, "cube": 4096}   # the suite's / OGBench's 
 
 def sample_states(name: str, n: int, seed: int = 1, every: int = 12) -> list:
     """States along one data-policy episode (arm poses and, for Cube, cube poses that data shows)."""
-    from lewm_fast.envs import make
+    return sample_states_timed(name, n, seed, every)[0]
+
+
+def sample_states_timed(name: str, n: int, seed: int = 1, every: int = 12) -> tuple[list, float]:
+    """sample_states, and the mean ms of one env step with its data policy's action (no rendering)."""
+    from lewm_fast.envs import make as make_env
     from lewm_fast.policies import make_policy
 
-    env = make(name, render_mode=None)
+    env = make_env(name, render_mode=None)
     obs, info = env.reset(seed=seed)
     policy = make_policy(name, env, seed=seed)
     policy.reset(obs, info)
-    states = []
+    states, steps, t = [], 0, time.perf_counter()
     while len(states) < n:
         for _ in range(every):
             obs, _, _, _, info = env.step(policy.act(obs, info))
+        steps += every
         states.append(env.get_state())
+    ms = 1e3 * (time.perf_counter() - t) / steps
     env.close()
-    return states
+    return states, ms
 
 
 def frames_and_ms(env, states, passes: int) -> tuple[np.ndarray, float]:
@@ -66,13 +76,14 @@ def main(argv=None) -> dict:
     from lewm_fast.collect import fit_frames
     from lewm_fast.envs import make
 
-    states = sample_states(args.env, args.states)
+    states, physics_ms = sample_states_timed(args.env, args.states)
     R = args.resolution
     ref_env = make(args.env, shadow_size=REFERENCE_QUALITY[args.env], antialias=True, **({"mesh_cell": 0} if args.env == "cube" else {}))
     ref224, ref_ms = frames_and_ms(ref_env, states, 1)
     ref_env.close()
     reference = fit_frames(ref224, R)
-    ways = {"224-resized": dict(resolution=224), "native": dict(resolution=R), "env": dict(resolution=R)}
+    ways = {"224-resized": dict(resolution=224), "native": dict(resolution=R), "env": dict(resolution=R),
+            "env-no-shadows": dict(resolution=R)}
     if args.env == "cube":
         ways["224-resized"]["mesh_cell"] = 0.0
         ways["native"]["mesh_cell"] = 0.0
@@ -83,6 +94,8 @@ def main(argv=None) -> dict:
         env = make(args.env, **kw)
         if way == "native":   # render at R itself: bypass the twice-the-size render
             env._renderer.size = R
+        if way == "env-no-shadows":
+            env._renderer.shadows = False
         frames, ms = frames_and_ms(env, states, args.passes)
         t = time.perf_counter()
         small = fit_frames(frames, R)
@@ -107,16 +120,24 @@ def main(argv=None) -> dict:
         pair = np.concatenate([reference[0], np.full((R, 2, 3), 255, np.uint8), env_frames[0]], axis=1)
         img = Image.fromarray(pair).resize((pair.shape[1] * 3, R * 3), Image.NEAREST)
         atomic_write(args.frames_png, lambda tmp: img.save(tmp, format="PNG"))
+    # a collected frame is one env step (physics + the data policy) and one `env` frame: its frames/s per worker
+    # ceiling with the reference's look, and without shadows (writing and worker start-up not counted)
+    bound = {"physics_policy_ms_per_step": physics_ms,
+             "collect_bound_frames_per_s": 1e3 / (physics_ms + rows["env"]["render_ms"]),
+             "collect_bound_frames_per_s_no_shadows": 1e3 / (physics_ms + rows["env-no-shadows"]["render_ms"])}
     out = write_report(REPORTS / f"render-mujoco-{args.env}-{R}px-{device_tag()}.json",
-                       {"environment": environment(), "settings": vars(args), "result": rows})
+                       {"environment": environment(), "settings": vars(args), "result": rows, "collection": bound})
     print(f"| {args.env} {R} px | render size | ms/frame | x vs 224-resized | mean abs diff vs reference (grey) |\n"
           "|---|---|---|---|---|")
     for way in ways:
         r = rows[way]
         print(f"| {way} | {r['render_size']} | {r['render_ms']:.1f} | {r['speedup_vs_224_resized']:.1f} | "
               f"{r['mean_abs_diff_grey']:.2f} |")
+    print(f"physics + data policy {physics_ms:.2f} ms/step: collection at most "
+          f"{bound['collect_bound_frames_per_s']:.0f} frames/s per worker with shadows, "
+          f"{bound['collect_bound_frames_per_s_no_shadows']:.0f} without")
     print(f"wrote {out}")
-    return rows
+    return {**rows, "collection": bound}
 
 
 if __name__ == "__main__":

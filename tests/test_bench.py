@@ -135,8 +135,15 @@ def test_render_mujoco_bench_measures_each_way(monkeypatch, tmp_path):
     monkeypatch.setattr(br, "write_report", lambda path, payload: written.update(payload) or path)
     png = tmp_path / "pair.png"
     rows = br.main(["--env", "reacher", "--resolution", "32", "--states", "2", "--passes", "1", "--frames-png", str(png)])
-    assert set(rows) == {"reference", "224-resized", "native", "env"} and written["result"] == rows
-    assert rows["native"]["render_size"] == 32 and rows["env"]["render_size"] == 64
+    bound = rows.pop("collection")
+    assert set(rows) == {"reference", "224-resized", "native", "env", "env-no-shadows"} and written["result"] == rows
+    assert rows["native"]["render_size"] == 32 and rows["env"]["render_size"] == rows["env-no-shadows"]["render_size"] == 64
+    # the shadow pass off changes the picture (the reference draws shadows), so it lies further from it
+    assert rows["env-no-shadows"]["mean_abs_diff_grey"] > rows["env"]["mean_abs_diff_grey"]
+    # one collected frame = one physics + policy step and one env frame
+    assert written["collection"] == bound and bound["physics_policy_ms_per_step"] > 0
+    assert bound["collect_bound_frames_per_s"] == pytest.approx(
+        1e3 / (bound["physics_policy_ms_per_step"] + rows["env"]["render_ms"]))
     for way in ("224-resized", "native", "env"):
         assert rows[way]["render_ms"] > 0 and 0 <= rows[way]["mean_abs_diff_grey"] < 10
     # a 224 px render with the fast settings, resized, is the closest to the reference's resized picture

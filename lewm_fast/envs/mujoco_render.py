@@ -49,6 +49,7 @@ class OffscreenRenderer:
         if self.resolution < 8:
             raise ValueError(f"resolution must be >= 8, got {resolution}")
         self.size = render_size_for(self.resolution)
+        self.shadows = True     # False: the scene's shadow pass off (a measurement in bench.render_mujoco; not the reference's look)
         self._renderer: mujoco.Renderer | None = None
         self._key = None
 
@@ -66,6 +67,8 @@ class OffscreenRenderer:
         if self._renderer is None:
             self._renderer = self._open(model)
         self._renderer.update_scene(data, camera=self.camera)
+        if not self.shadows:
+            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         frame = self._renderer.render()
         if self.size == self.resolution:
             return frame.copy()
