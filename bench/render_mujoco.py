@@ -25,13 +25,9 @@ from bench.common import REPORTS, device_tag, environment, write_report
 REFERENCE_QUALITY = {"reacher": 2048, "cube": 4096}   # the suite's / OGBench's shadow map
 
 
-def sample_states(name: str, n: int, seed: int = 1, every: int = 12) -> list:
-    """States along one data-policy episode (arm poses and, for Cube, cube poses that data shows)."""
-    return sample_states_timed(name, n, seed, every)[0]
-
-
-def sample_states_timed(name: str, n: int, seed: int = 1, every: int = 12) -> tuple[list, float]:
-    """sample_states, and the mean ms of one env step with its data policy's action (no rendering)."""
+def sample_states(name: str, n: int, seed: int = 1, every: int = 12) -> tuple[list, float]:
+    """States along one data-policy episode (arm poses and, for Cube, cube poses that data shows), and the
+    mean ms of one env step with the policy's action (physics + policy, no rendering)."""
     from lewm_fast.envs import make as make_env
     from lewm_fast.policies import make_policy
 
@@ -76,7 +72,7 @@ def main(argv=None) -> dict:
     from lewm_fast.collect import fit_frames
     from lewm_fast.envs import make
 
-    states, physics_ms = sample_states_timed(args.env, args.states)
+    states, physics_ms = sample_states(args.env, args.states)
     R = args.resolution
     ref_env = make(args.env, shadow_size=REFERENCE_QUALITY[args.env], antialias=True, **({"mesh_cell": 0} if args.env == "cube" else {}))
     ref224, ref_ms = frames_and_ms(ref_env, states, 1)
