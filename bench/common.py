@@ -42,6 +42,8 @@ def environment() -> dict:
     """Device and software facts for a report header."""
     import torch
 
+    from lewm_fast.planning.allocator import opted_in
+
     info = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
@@ -50,7 +52,7 @@ def environment() -> dict:
         "cuda": torch.cuda.is_available(),
         "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name(),
         # the CPU planner's opt-in allocator setting (lewm_fast/planning/allocator.py): it changes CPU timings
-        "keep_freed_memory": os.environ.get("LEWM_FAST_KEEP_FREED_MEMORY", "0") == "1",
+        "keep_freed_memory": opted_in(),
     }
     try:
         import triton

@@ -67,8 +67,8 @@ class OffscreenRenderer:
         if self._renderer is None:
             self._renderer = self._open(model)
         self._renderer.update_scene(data, camera=self.camera)
-        if not self.shadows:
-            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        # every frame: a renderer can be shared by envs (share=True), so the flag is this env's, not the renderer's
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.shadows
         frame = self._renderer.render()
         if self.size == self.resolution:
             return frame.copy()

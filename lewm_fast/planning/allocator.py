@@ -35,6 +35,11 @@ def default_on_in_this_process() -> bool:
     return keep_freed_memory(default=True)
 
 
+def opted_in(default: bool = False) -> bool:
+    """Whether the environment asks for it (LEWM_FAST_KEEP_FREED_MEMORY=1), or `default` when it is unset."""
+    return os.environ.get(ENV_VAR, "1" if default else "0") == "1"
+
+
 def keep_freed_memory(default: bool = False) -> bool:
     """Apply once per process when opted in (the environment variable, else `default`); True when glibc
     accepted both settings. The first call decides for the whole process."""
@@ -42,7 +47,7 @@ def keep_freed_memory(default: bool = False) -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get(ENV_VAR, "1" if default else "0") != "1":
+    if not opted_in(default):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
